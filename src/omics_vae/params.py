@@ -1,0 +1,60 @@
+"""Validation of the parameters in ``conf/<env>/parameters_*.yml``.
+
+Each pipeline declares a pydantic schema for its top-level parameter key. They are all
+checked as soon as the Kedro context exists, so a typo or a wrong type fails in the first
+second with the dotted key, not after an hour of training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class StrictModel(BaseModel):
+    """Base for parameter schemas: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InvalidParametersError(ValueError):
+    """Raised when a parameter block does not match its schema."""
+
+
+def format_validation_error(section: str, error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in (section, *problem["loc"]))
+        given = problem.get("input")
+        shown = "" if problem["type"] == "missing" else f" (got {given!r})"
+        lines.append(f"  - {key}: {problem['msg']}{shown}")
+    return (
+        f"Invalid parameters under '{section}' (conf/<env>/parameters_{section}.yml or "
+        "--params):\n" + "\n".join(lines) + "\nFix these keys and run again."
+    )
+
+
+def validate_section(section: str, schema: type[BaseModel], values: Any) -> BaseModel:
+    """Validate one parameter block, raising an error that names every bad key."""
+    if isinstance(values, BaseModel):
+        return values
+    try:
+        return schema.model_validate(values)
+    except ValidationError as error:
+        raise InvalidParametersError(format_validation_error(section, error)) from None
+
+
+def registered_schemas() -> dict[str, type[BaseModel]]:
+    """The schema of every pipeline's parameter block, keyed by its top-level key."""
+    from omics_vae.pipelines.data_processing.params import DataProcessingParams
+
+    return {"data_processing": DataProcessingParams}
+
+
+def validate_parameters(params: Mapping[str, Any]) -> None:
+    """Validate every known top-level block present in ``params``."""
+    for section, schema in registered_schemas().items():
+        if section in params:
+            validate_section(section, schema, params[section])
