@@ -16,14 +16,18 @@ class QCParams(StrictModel):
     min_counts_per_cell: int = Field(500, ge=0)
     max_pct_mito: float = Field(20.0, gt=0, le=100)
     min_cells_per_gene: int = Field(3, ge=0)
-    mito_prefix: str = "MT-"
+    mito_prefix: str = Field("MT-", min_length=1, description="Prefix of mitochondrial genes.")
 
 
 class NormalisationParams(StrictModel):
+    """Library-size normalisation before log1p; ``target_sum`` null means the median."""
+
     target_sum: float | None = Field(1e4, gt=0)
 
 
 class HVGParams(StrictModel):
+    """Highly variable genes; ``seurat_v3`` reads raw counts and needs scikit-misc."""
+
     n_top_genes: int = Field(2000, gt=0)
     flavor: Literal["seurat_v3", "seurat", "cell_ranger"] = "seurat_v3"
     subset: bool = Field(
@@ -32,6 +36,8 @@ class HVGParams(StrictModel):
 
 
 class SplitParams(StrictModel):
+    """Fractions of cells in train, val and test, and the seed that makes it reproducible."""
+
     train: float = Field(0.8, gt=0, lt=1)
     val: float = Field(0.1, ge=0, lt=1)
     test: float = Field(0.1, ge=0, lt=1)
@@ -46,11 +52,15 @@ class SplitParams(StrictModel):
 
 
 class DataProcessingParams(StrictModel):
+    """The ``data_processing`` block: raw counts to model input."""
+
     counts_layer: str | None = Field(
         None, description="Layer holding raw counts; null means adata.X."
     )
-    batch_key: str = "batch"
-    cell_type_key: str | None = "cell_type"
+    batch_key: str = Field("batch", min_length=1, description="obs column of the batch.")
+    cell_type_key: str | None = Field(
+        "cell_type", min_length=1, description="obs column of cell types; null if none."
+    )
     qc: QCParams = QCParams()
     normalisation: NormalisationParams = NormalisationParams()
     hvg: HVGParams = HVGParams()
