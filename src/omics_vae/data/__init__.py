@@ -1,0 +1,1 @@
+"""Torch data loading for omics models: in-memory tensors and batch loaders (no Kedro)."""
