@@ -1,0 +1,77 @@
+"""Fixtures shared by the whole test suite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+# What a `kedro run` needs from the project; outputs, caches and environments stay behind.
+_PROJECT_PARTS = ("conf", "pyproject.toml", ".telemetry", "notebooks")
+
+
+def _copy_project(destination: Path) -> Path:
+    for part in _PROJECT_PARTS:
+        source = PROJECT_ROOT / part
+        if source.is_dir():
+            shutil.copytree(
+                source, destination / part, ignore=shutil.ignore_patterns("local", ".ipynb*")
+            )
+        elif source.exists():
+            shutil.copy2(source, destination / part)
+    (destination / "conf" / "local").mkdir(exist_ok=True)
+    for layer in (PROJECT_ROOT / "data").iterdir():
+        if layer.is_dir():
+            (destination / "data" / layer.name).mkdir(parents=True, exist_ok=True)
+    return destination
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A copy of the project's configuration in a temporary folder, with empty data/.
+
+    The package itself is imported from the installed (editable) omics_vae, so the copy
+    holds only what differs between users: conf/ and data/.
+    """
+    return _copy_project(tmp_path / "project")
+
+
+@pytest.fixture
+def kedro_cli(project_copy: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run `kedro <args>` in the project copy, as a user would from a terminal."""
+
+    def run(*args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+        env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+        result = subprocess.run(
+            [sys.executable, "-m", "kedro", *args],
+            cwd=project_copy,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(
+                f"`kedro {' '.join(args)}` exited {result.returncode}\n"
+                f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
+            )
+        return result
+
+    return run
+
+
+@pytest.fixture
+def pbmc_3chem_path() -> Path:
+    path = SHARED_DATA / "pbmc_3chem.h5ad"
+    if not path.exists():
+        pytest.skip(f"{path} is not present (it lives in ../shared/data beside the project)")
+    return path
