@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from copy import deepcopy
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -22,6 +21,8 @@ from kedro.io.core import (
     get_filepath_str,
     get_protocol_and_path,
 )
+
+from omics_vae.datasets._atomic import write_local_atomically, write_remote_atomically
 
 # Keys of ``fs_args`` that configure fsspec's local whole-file cache ("filecache") rather
 # than the remote filesystem itself.
@@ -212,32 +213,17 @@ class H5ADDataset(AbstractVersionedDataset[AnnData, AnnData]):
             return cached_file.name
 
     def _save_local(self, data: AnnData, destination: Path) -> None:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        # A hidden name in the destination folder, so the final rename cannot cross
-        # filesystems and a version folder's glob never matches a half-written file.
-        partial = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
-        try:
-            data.write_h5ad(partial, **self._save_args)
-            if self._version:
-                _move_without_overwriting(partial, destination)
-            else:
-                os.replace(partial, destination)
-        finally:
-            partial.unlink(missing_ok=True)
+        write_local_atomically(
+            lambda path: data.write_h5ad(path, **self._save_args),
+            destination,
+            overwrite=not self._version,
+        )
 
     def _save_remote(self, data: AnnData, save_path: str) -> None:
         remote_fs = self._fs.fs if self._cache_args else self._fs
-        parent, name = save_path.rsplit("/", 1)
-        partial = f"{parent}/.{name}.{uuid.uuid4().hex}.partial"
-        try:
-            with tempfile.TemporaryDirectory(prefix="h5ad-upload-") as upload_dir:
-                local_path = Path(upload_dir) / name
-                data.write_h5ad(local_path, **self._save_args)
-                remote_fs.put_file(str(local_path), partial)
-            remote_fs.mv(partial, save_path)
-        finally:
-            if remote_fs.exists(partial):
-                remote_fs.rm_file(partial)
+        write_remote_atomically(
+            lambda path: data.write_h5ad(path, **self._save_args), remote_fs, save_path
+        )
         if self._cache_args:
             self._fs.pop_from_cache(save_path)
 
@@ -254,30 +240,6 @@ def _make_filesystem(
         )
     return fsspec.filesystem(
         "filecache", target_protocol=protocol, target_options=storage_options, **cache_args
-    )
-
-
-def _move_without_overwriting(source: Path, destination: Path) -> None:
-    """Rename ``source`` to ``destination``, refusing to replace an existing file.
-
-    A hard link fails atomically when the destination exists, which closes the gap
-    between Kedro's "version must not exist" check and the write.
-    """
-    try:
-        os.link(source, destination)
-    except FileExistsError as exc:
-        raise _version_exists_error(destination) from exc
-    except OSError:
-        # Filesystems without hard links: check, then rename.
-        if destination.exists():
-            raise _version_exists_error(destination) from None
-        os.replace(source, destination)
-
-
-def _version_exists_error(destination: Path) -> DatasetError:
-    return DatasetError(
-        f"Save path '{destination}' already exists; a versioned save never overwrites "
-        "an existing version."
     )
 
 
