@@ -6,7 +6,6 @@ under any pytest import mode and beside other folders' conftest modules.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -22,11 +21,6 @@ from omics_vae.pipelines.data_processing.nodes import (
     select_highly_variable_genes,
     validate_raw_data,
 )
-
-# seurat_v3 (the configured default) needs scikit-misc; without it the tests run the
-# pipeline with the dispersion-based flavor and the seurat_v3 tests are skipped.
-HAS_SKMISC = importlib.util.find_spec("skmisc") is not None
-HVG_FLAVOR = "seurat_v3" if HAS_SKMISC else "seurat"
 
 N_MITO_GENES = 5
 N_EMPTY_GENES = 2
@@ -99,7 +93,7 @@ def _make_parameters() -> dict[str, Any]:
             "mito_prefix": "MT-",
         },
         "normalisation": {"target_sum": 10000.0},
-        "hvg": {"n_top_genes": 50, "flavor": HVG_FLAVOR, "subset": False},
+        "hvg": {"n_top_genes": 50, "flavor": "seurat_v3", "span": 0.3, "subset": False},
         "split": {"train": 0.8, "val": 0.1, "test": 0.1, "seed": 0},
     }
 

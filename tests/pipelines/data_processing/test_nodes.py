@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import logging
 from typing import Any
@@ -29,7 +28,6 @@ from omics_vae.pipelines.data_processing.nodes import (
 )
 
 NODES_LOGGER = "omics_vae.pipelines.data_processing.nodes"
-HAS_SKMISC = importlib.util.find_spec("skmisc") is not None
 
 
 def log_normalised(adata: ad.AnnData) -> ad.AnnData:
@@ -165,13 +163,6 @@ class TestValidateRawData:
             validate_raw_data(raw_counts, parameters)
 
         assert f"1 cells and {simulation['n_empty_genes']} genes have no counts" in caplog.text
-
-    @pytest.mark.skipif(HAS_SKMISC, reason="scikit-misc is installed")
-    def test_seurat_v3_without_scikit_misc_fails_before_any_work(self, raw_counts, parameters):
-        parameters["hvg"]["flavor"] = "seurat_v3"
-
-        with pytest.raises(ImportError, match=r"scikit-misc.*data_processing.hvg.flavor"):
-            validate_raw_data(raw_counts, parameters)
 
     def test_invalid_parameters_name_the_key(self, raw_counts, parameters):
         parameters["qc"]["min_gene_per_cell"] = 10
@@ -324,19 +315,38 @@ class TestSelectHighlyVariableGenes:
         assert annotated.var["highly_variable"].all()
 
     def test_seurat_v3_reads_the_raw_counts(self, normalised, parameters):
-        pytest.importorskip("skmisc")
-        parameters["hvg"]["flavor"] = "seurat_v3"
-
         annotated = select_highly_variable_genes(normalised, parameters)
 
         assert annotated.uns["hvg"]["flavor"] == "seurat_v3"
-        assert annotated.var["highly_variable"].sum() == 50
+        assert annotated.uns[RECORD_KEY]["hvg_span"] == 0.3
         # seurat_v3 statistics are of the counts, not of the log-normalised values.
         np.testing.assert_allclose(
             annotated.var["means"],
             np.asarray(normalised.layers["counts"].mean(axis=0)).ravel(),
             rtol=1e-5,
         )
+        assert annotated.var["highly_variable_nbatches"].max() == 3
+
+    def test_widens_the_loess_span_when_the_fit_fails(self, normalised, parameters, caplog):
+        # Far too narrow for 198 genes: skmisc's LOESS refuses it.
+        parameters["hvg"]["span"] = 0.01
+
+        with caplog.at_level(logging.WARNING, logger=NODES_LOGGER):
+            annotated = select_highly_variable_genes(normalised, parameters)
+
+        assert annotated.uns[RECORD_KEY]["hvg_span"] == 0.5
+        assert annotated.var["highly_variable"].sum() == 50
+        assert "data_processing.hvg.span = 0.01" in caplog.text
+        assert "Set data_processing.hvg.span: 0.5" in caplog.text
+
+    def test_dispersion_flavor_reads_log_normalised_values(self, normalised, parameters):
+        parameters["hvg"]["flavor"] = "seurat"
+
+        annotated = select_highly_variable_genes(normalised, parameters)
+
+        assert annotated.var["highly_variable"].sum() == 50
+        assert "dispersions_norm" in annotated.var
+        assert annotated.uns[RECORD_KEY]["hvg_span"] is None
 
 
 class TestSplitCells:

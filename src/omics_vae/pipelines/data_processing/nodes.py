@@ -10,7 +10,6 @@ pipeline never holds more copies of the counts than a plain scanpy script would.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import logging
 import math
 from typing import Any
@@ -26,7 +25,7 @@ from sklearn.model_selection import train_test_split
 
 from omics_vae.params import validate_section
 
-from .params import DataProcessingParams, QCParams, SplitParams
+from .params import DataProcessingParams, HVGParams, QCParams, SplitParams
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +35,8 @@ RECORD_KEY = "data_processing"
 QC_METRICS = ("n_genes_by_counts", "total_counts", "pct_counts_mt")
 # Enough stored values to catch normalised or scaled data, cheap on any size of matrix.
 _COUNTS_SAMPLE_SIZE = 100_000
+# Wider LOESS spans for seurat_v3 to fall back on; 1.0 is a global quadratic fit.
+_WIDER_SPANS = (0.5, 0.7, 1.0)
 
 
 class DataProcessingError(ValueError):
@@ -58,7 +59,6 @@ def validate_raw_data(raw_counts: ad.AnnData, parameters: dict[str, Any]) -> ad.
     Raises:
         DataProcessingError: A configured key is missing, the batch has missing values
             or the counts are not non-negative integers.
-        ImportError: The configured HVG flavor needs a package that is not installed.
     """
     params = _validated(parameters)
     _check_obs_key(raw_counts, params.batch_key, "batch_key")
@@ -66,7 +66,6 @@ def validate_raw_data(raw_counts: ad.AnnData, parameters: dict[str, Any]) -> ad.
         _check_obs_key(raw_counts, params.cell_type_key, "cell_type_key")
     counts = _counts_matrix(raw_counts, params.counts_layer)
     _check_counts(raw_counts, counts, params.counts_layer)
-    _check_hvg_backend(params.hvg.flavor)
 
     validated = ad.AnnData(
         X=_as_float32_csr(counts),
@@ -180,7 +179,9 @@ def select_highly_variable_genes(normalised: ad.AnnData, parameters: dict[str, A
 
     ``seurat_v3`` reads the raw counts in ``layers["counts"]``; the dispersion-based
     flavors read the log-normalised ``X``. ``n_top_genes`` larger than the number of
-    genes is capped, with a warning.
+    genes is capped, with a warning. seurat_v3's LOESS fit of variance on mean is
+    singular in batches where many genes share a mean (few cells, low counts; scanpy
+    issue #1504); the span is then widened step by step, with a warning.
 
     Args:
         normalised: Output of ``normalise_counts``.
@@ -191,11 +192,10 @@ def select_highly_variable_genes(normalised: ad.AnnData, parameters: dict[str, A
         with ``hvg.subset`` only the highly variable genes are kept (a copy).
 
     Raises:
-        ImportError: ``seurat_v3`` is configured and scikit-misc is not installed.
+        DataProcessingError: seurat_v3's LOESS fit fails even with the widest span.
     """
     params = _validated(parameters)
     hvg = params.hvg
-    _check_hvg_backend(hvg.flavor)
     n_top_genes = hvg.n_top_genes
     if n_top_genes > normalised.n_vars:
         logger.warning(
@@ -207,16 +207,9 @@ def select_highly_variable_genes(normalised: ad.AnnData, parameters: dict[str, A
         )
         n_top_genes = normalised.n_vars
     selected = _with_own_annotations(normalised)
-    sc.pp.highly_variable_genes(
-        selected,
-        flavor=hvg.flavor,
-        n_top_genes=n_top_genes,
-        batch_key=params.batch_key,
-        layer="counts" if hvg.flavor == "seurat_v3" else None,
-        subset=hvg.subset,
-    )
+    span = _highly_variable_genes(selected, hvg, n_top_genes, params.batch_key)
     n_highly_variable = int(selected.var["highly_variable"].sum())
-    _record(selected)["n_highly_variable_genes"] = n_highly_variable
+    _record(selected).update(n_highly_variable_genes=n_highly_variable, hvg_span=span)
     logger.info(
         "Flagged %d highly variable genes (%s, batch key %r)%s.",
         n_highly_variable,
@@ -408,15 +401,6 @@ def _check_counts(adata: ad.AnnData, counts: Any, layer: str | None) -> None:
     )
 
 
-def _check_hvg_backend(flavor: str) -> None:
-    if flavor == "seurat_v3" and importlib.util.find_spec("skmisc") is None:
-        raise ImportError(
-            "data_processing.hvg.flavor: seurat_v3 needs the scikit-misc package (its "
-            "LOESS fit), which is not installed. Install it (pip install scikit-misc) or "
-            f"set data_processing.hvg.flavor: seurat in {PARAMETERS_FILE}."
-        )
-
-
 def _as_float32_csr(matrix: Any) -> sparse.csr_matrix:
     if isinstance(matrix, sparse.csr_matrix) and matrix.dtype == np.float32:
         return matrix
@@ -520,43 +504,96 @@ def _filter_genes(cells: ad.AnnData, min_cells: int) -> ad.AnnData:
 
 
 def _qc_summary(batch: pd.Series, failed: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
-    fails_genes = failed["min_genes_per_cell"]
-    fails_counts = failed["min_counts_per_cell"] & ~fails_genes
-    fails_mito = failed["max_pct_mito"] & ~fails_genes & ~failed["min_counts_per_cell"]
+    fails_genes = failed["min_genes_per_cell"].to_numpy()
+    fails_counts = failed["min_counts_per_cell"].to_numpy()
+    fails_mito = failed["max_pct_mito"].to_numpy()
     per_cell = pd.DataFrame(
         {
-            "n_cells_before": 1,
-            "removed_min_genes": fails_genes.to_numpy(),
-            "removed_min_counts": fails_counts.to_numpy(),
-            "removed_pct_mito": fails_mito.to_numpy(),
+            "n_cells_before": np.ones(len(keep), dtype=np.int64),
+            "removed_min_genes": fails_genes,
+            "removed_min_counts": fails_counts & ~fails_genes,
+            "removed_pct_mito": fails_mito & ~fails_genes & ~fails_counts,
             "n_cells_after": keep,
-        }
-    ).astype(int)
-    per_batch = per_cell.groupby(batch.to_numpy(), sort=True).sum()
+        },
+        dtype=np.int64,
+    )
+    # Grouping by categorical codes, not by strings: this runs on millions of cells.
+    per_batch = per_cell.groupby(pd.Categorical(batch), observed=True).sum()
+    per_batch.index = per_batch.index.astype(object)
     per_batch.loc["total"] = per_cell.sum()
     return per_batch.rename_axis("batch").reset_index()
+
+
+def _codes(column: pd.Series) -> np.ndarray:
+    """Integer labels of a column (missing values get their own label)."""
+    return pd.factorize(column, use_na_sentinel=False)[0]
+
+
+def _highly_variable_genes(
+    adata: ad.AnnData, hvg: HVGParams, n_top_genes: int, batch_key: str
+) -> float | None:
+    """Runs scanpy's HVG selection in place; returns the LOESS span used by seurat_v3."""
+    options = {
+        "flavor": hvg.flavor,
+        "n_top_genes": n_top_genes,
+        "batch_key": batch_key,
+        "subset": hvg.subset,
+    }
+    if hvg.flavor != "seurat_v3":
+        sc.pp.highly_variable_genes(adata, **options)
+        return None
+    spans = [hvg.span, *(span for span in _WIDER_SPANS if span > hvg.span)]
+    failure: ValueError | None = None
+    for span in spans:
+        try:
+            # The fit fails before scanpy writes anything, so a retry starts clean.
+            sc.pp.highly_variable_genes(adata, layer="counts", span=span, **options)
+        except ValueError as error:  # skmisc reports a failed LOESS fit as ValueError
+            failure = error
+            reason = error.args[0] if error.args else error
+            reason = reason.decode().strip() if isinstance(reason, bytes) else reason
+            continue
+        if span != hvg.span:
+            logger.warning(
+                "seurat_v3's LOESS fit failed with data_processing.hvg.span = %g (%s); "
+                "used span %g. Set data_processing.hvg.span: %g in %s to skip the failing "
+                "attempts.",
+                hvg.span,
+                reason,
+                span,
+                span,
+                PARAMETERS_FILE,
+            )
+        return span
+    raise DataProcessingError(
+        f"seurat_v3's LOESS fit failed for every span in {spans} ({reason}); a batch may "
+        f"have too few cells. Set data_processing.hvg.flavor: seurat in {PARAMETERS_FILE}, "
+        "or merge small batches."
+    ) from failure
 
 
 def _strata_candidates(
     obs: pd.DataFrame, params: DataProcessingParams
 ) -> list[tuple[str, np.ndarray | None]]:
     """Stratifications to try, finest first, each with a description for the log."""
-    batch = obs[params.batch_key].astype(str)
+    # Integer codes rather than joined strings: this runs on millions of cells.
+    batch = _codes(obs[params.batch_key])
     candidates: list[tuple[str, np.ndarray | None]] = []
     held_out = params.split.val + params.split.test
     if params.cell_type_key is not None and held_out > 0:
-        groups = batch + " | " + obs[params.cell_type_key].astype(str)
+        cell_type = _codes(obs[params.cell_type_key])
+        groups = batch * (cell_type.max() + 1) + cell_type
+        _, group_of_cell, group_sizes = np.unique(groups, return_inverse=True, return_counts=True)
         # A group needs about two cells in val + test for its second split.
-        min_size = math.ceil(2 / held_out)
-        small = groups.map(groups.value_counts()) < min_size
-        merged = groups.where(~small, batch + " | other")
+        small = group_sizes[group_of_cell] < math.ceil(2 / held_out)
+        merged = np.where(small, -1 - batch, groups)
         description = (
             f"{params.batch_key} x {params.cell_type_key} "
-            f"({merged.nunique()} strata, {groups[small].nunique()} small groups merged "
-            "into their batch)"
+            f"({len(np.unique(merged))} strata, {len(np.unique(groups[small]))} small "
+            "groups merged into their batch)"
         )
-        candidates.append((description, merged.to_numpy()))
-    candidates.append((params.batch_key, batch.to_numpy()))
+        candidates.append((description, merged))
+    candidates.append((params.batch_key, batch))
     candidates.append(("nothing (groups too small)", None))
     return candidates
 

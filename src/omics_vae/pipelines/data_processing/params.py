@@ -30,6 +30,9 @@ class HVGParams(StrictModel):
 
     n_top_genes: int = Field(2000, gt=0)
     flavor: Literal["seurat_v3", "seurat", "cell_ranger"] = "seurat_v3"
+    span: float = Field(
+        0.3, gt=0, le=1, description="seurat_v3: fraction of genes in each LOESS window."
+    )
     subset: bool = Field(
         False, description="Keep only the highly variable genes in the model input."
     )
