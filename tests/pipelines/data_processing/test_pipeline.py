@@ -28,7 +28,13 @@ from omics_vae.pipelines.data_processing.params import DataProcessingParams
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SUCCESS = "Pipeline execution completed successfully"
 OUTPUTS = ("model_input", "qc_summary", "qc_figure")
-IN_MEMORY_CELLS = ("validated_cells", "filtered_cells", "normalised_cells", "annotated_cells")
+IN_MEMORY = (
+    "validated_cells",
+    "filtered_cells",
+    "normalised_cells",
+    "annotated_cells",
+    "qc_metrics",
+)
 
 
 def make_catalog(parameters: dict[str, Any], **inputs: Any) -> DataCatalog:
@@ -171,20 +177,19 @@ class TestConfiguration:
     def test_catalog_entries_have_layers_and_versions(self):
         catalog = base_config("catalog")
 
-        for name in ("raw_counts", *OUTPUTS, *IN_MEMORY_CELLS):
+        for name in ("raw_counts", *OUTPUTS, *IN_MEMORY):
             assert catalog[name]["metadata"]["kedro-viz"]["layer"], name
         for name in OUTPUTS:
             assert catalog[name]["versioned"] is True, name
 
-    def test_intermediate_cells_are_passed_by_reference(self):
-        """Kedro's default MemoryDataset would deep-copy the matrices twice per step."""
+    def test_intermediates_are_passed_by_reference(self):
+        """Kedro's default MemoryDataset would copy the data twice per step."""
         config = base_config("catalog")
-        catalog = DataCatalog.from_config({name: config[name] for name in IN_MEMORY_CELLS})
+        catalog = DataCatalog.from_config({name: config[name] for name in IN_MEMORY})
         pipeline = create_pipeline()
-        intermediates = pipeline.all_outputs() - pipeline.outputs() - {"qc_metrics"}
-        assert intermediates == set(IN_MEMORY_CELLS)
+        assert pipeline.all_outputs() - pipeline.outputs() == set(IN_MEMORY)
 
-        for name in IN_MEMORY_CELLS:
-            cells = ad.AnnData(np.ones((2, 2), dtype=np.float32))
-            catalog.save(name, cells)
-            assert catalog.load(name) is cells
+        for name in IN_MEMORY:
+            data = ad.AnnData(np.ones((2, 2), dtype=np.float32))
+            catalog.save(name, data)
+            assert catalog.load(name) is data

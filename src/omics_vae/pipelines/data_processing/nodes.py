@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from typing import Any
+from typing import Any, cast
 
 import anndata as ad
 import numpy as np
@@ -98,8 +98,9 @@ def filter_cells_and_genes(
         parameters: The ``data_processing`` parameter block.
 
     Returns:
-        The filtered cells (a copy; ``obs`` gains the QC metrics, computed on all genes,
-        and ``var`` gains ``mt`` and ``n_cells``), the metrics of every cell before
+        The filtered cells (``obs`` gains the QC metrics, computed on all genes, and
+        ``var`` gains ``mt`` and ``n_cells``; the matrix is copied only if something was
+        removed), the metrics of every cell before
         filtering with a ``passed_qc`` column, and a summary table with one row per
         batch and a ``total`` row. The gene columns of the summary describe the global
         gene filter and are the same in every row.
@@ -296,9 +297,10 @@ def plot_qc_metrics(qc_metrics: pd.DataFrame, parameters: dict[str, Any]) -> Fig
 
 
 def _validated(parameters: dict[str, Any] | DataProcessingParams) -> DataProcessingParams:
-    params = validate_section("data_processing", DataProcessingParams, parameters)
-    assert isinstance(params, DataProcessingParams)
-    return params
+    return cast(
+        DataProcessingParams,
+        validate_section("data_processing", DataProcessingParams, parameters),
+    )
 
 
 def _with_own_annotations(adata: ad.AnnData) -> ad.AnnData:
