@@ -1,0 +1,1 @@
+"""Tests of the single-cell data-processing pipeline."""
