@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from omics_vae.params import InvalidParametersError, registered_schemas, validate_parameters
+from omics_vae.hooks import PARAMETER_SCHEMAS
+from omics_vae.params import InvalidParametersError, validate_parameters
 from tests.conftest import PROJECT_ROOT
 
 
@@ -16,22 +17,22 @@ def _base_parameters() -> dict:
 
 def test_committed_parameters_match_their_schemas():
     params = _base_parameters()
-    validate_parameters(params)
-    assert set(registered_schemas()) <= set(params)
+    validate_parameters(params, PARAMETER_SCHEMAS)
+    assert set(PARAMETER_SCHEMAS) <= set(params)
 
 
 def test_unknown_key_is_named_with_its_full_path():
     params = _base_parameters()
     params["data_processing"]["qc"]["min_genes_per_cel"] = 10
     with pytest.raises(InvalidParametersError, match=r"data_processing\.qc\.min_genes_per_cel"):
-        validate_parameters(params)
+        validate_parameters(params, PARAMETER_SCHEMAS)
 
 
 def test_wrong_type_is_named_with_the_value_given():
     params = _base_parameters()
     params["data_processing"]["hvg"]["n_top_genes"] = "many"
     with pytest.raises(InvalidParametersError) as error:
-        validate_parameters(params)
+        validate_parameters(params, PARAMETER_SCHEMAS)
     assert "data_processing.hvg.n_top_genes" in str(error.value)
     assert "'many'" in str(error.value)
 
@@ -40,4 +41,4 @@ def test_split_fractions_must_sum_to_one():
     params = _base_parameters()
     params["data_processing"]["split"].update(train=0.9, val=0.2, test=0.1)
     with pytest.raises(InvalidParametersError, match="train \\+ val \\+ test must equal 1"):
-        validate_parameters(params)
+        validate_parameters(params, PARAMETER_SCHEMAS)

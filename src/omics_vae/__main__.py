@@ -1,4 +1,4 @@
-"""omics-vae file for ensuring the package is executable as `omics-vae` and `python -m omics_vae`."""
+"""Entry point: run the project as ``omics-vae`` or ``python -m omics_vae``."""
 
 import sys
 from pathlib import Path

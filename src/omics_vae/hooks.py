@@ -1,8 +1,22 @@
-"""Project hooks."""
+"""Project hooks: parameter validation and MLflow artefact logging."""
 
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import mlflow
 from kedro.framework.hooks import hook_impl
+from kedro.io import AbstractVersionedDataset
 
 from omics_vae.params import validate_parameters
+from omics_vae.pipelines.data_processing.params import DataProcessingParams
+from omics_vae.pipelines.training.params import TrainingParams
+
+logger = logging.getLogger(__name__)
+
+# The schema of each pipeline's parameter block, keyed by its top-level key.
+PARAMETER_SCHEMAS = {"data_processing": DataProcessingParams, "training": TrainingParams}
 
 
 class ParameterValidationHooks:
@@ -10,4 +24,81 @@ class ParameterValidationHooks:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        validate_parameters(context.params)
+        validate_parameters(context.params, PARAMETER_SCHEMAS)
+
+
+class MlflowArtifactHooks:
+    """Logs a saved file to the active MLflow run when its catalog entry asks for it.
+
+    A catalog entry opts in with ``metadata: {mlflow: {artifact_path: <folder>}}``. The
+    file logged is the one this run wrote, in its version folder. (kedro-mlflow's
+    ``MlflowArtifactDataset`` wrapper is not used for versioned files: under Kedro 1.x
+    its inner dataset gets a save version of its own, which the catalog refuses.)
+    """
+
+    def __init__(self) -> None:
+        self._catalog = None
+
+    @hook_impl
+    def after_catalog_created(self, catalog) -> None:
+        self._catalog = catalog
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
+        artifact_path = self._artifact_path(dataset_name)
+        run = mlflow.active_run()
+        if artifact_path is None or run is None:
+            return
+        dataset = self._catalog.get(dataset_name)
+        mlflow.MlflowClient().log_artifact(
+            run.info.run_id, str(saved_file(dataset)), artifact_path=artifact_path
+        )
+
+    def _artifact_path(self, dataset_name: str) -> str | None:
+        if self._catalog is None or dataset_name not in self._catalog:
+            return None
+        metadata = getattr(self._catalog.get(dataset_name), "metadata", None) or {}
+        return (metadata.get("mlflow") or {}).get("artifact_path")
+
+
+class MlflowTrainingTagsHooks:
+    """Tags the MLflow run with what was trained on which data, for lineage."""
+
+    def __init__(self) -> None:
+        self._catalog = None
+
+    @hook_impl
+    def after_catalog_created(self, catalog) -> None:
+        self._catalog = catalog
+
+    @hook_impl
+    def after_node_run(self, node, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+        summary = outputs.get("training_summary")
+        if summary is None or mlflow.active_run() is None:
+            return
+        tags = {
+            "model_name": summary["model"],
+            "data_fingerprint": summary["data_fingerprint"],
+        }
+        data_version = self._load_version("model_input")
+        if data_version:
+            tags["data_version"] = data_version
+        mlflow.set_tags(tags)
+
+    def _load_version(self, dataset_name: str) -> str | None:
+        if self._catalog is None or dataset_name not in self._catalog:
+            return None
+        dataset = self._catalog.get(dataset_name)
+        if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None:
+            try:
+                return dataset.resolve_load_version()
+            except Exception:
+                logger.warning("Could not resolve the load version of %s", dataset_name)
+        return None
+
+
+def saved_file(dataset) -> str:
+    """Local path of the file a dataset has just saved (its version's file if versioned)."""
+    if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None:
+        return str(dataset._get_versioned_path(dataset.resolve_save_version()))
+    return str(dataset._filepath)

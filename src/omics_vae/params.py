@@ -46,15 +46,8 @@ def validate_section(section: str, schema: type[BaseModel], values: Any) -> Base
         raise InvalidParametersError(format_validation_error(section, error)) from None
 
 
-def registered_schemas() -> dict[str, type[BaseModel]]:
-    """The schema of every pipeline's parameter block, keyed by its top-level key."""
-    from omics_vae.pipelines.data_processing.params import DataProcessingParams
-
-    return {"data_processing": DataProcessingParams}
-
-
-def validate_parameters(params: Mapping[str, Any]) -> None:
-    """Validate every known top-level block present in ``params``."""
-    for section, schema in registered_schemas().items():
+def validate_parameters(params: Mapping[str, Any], schemas: Mapping[str, type[BaseModel]]) -> None:
+    """Validate every block of ``params`` that has a schema in ``schemas``."""
+    for section, schema in schemas.items():
         if section in params:
             validate_section(section, schema, params[section])

@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from omics_vae.hooks import ParameterValidationHooks
+from omics_vae.hooks import MlflowArtifactHooks, MlflowTrainingTagsHooks, ParameterValidationHooks
 
-HOOKS = (ParameterValidationHooks(),)
+HOOKS = (ParameterValidationHooks(), MlflowArtifactHooks(), MlflowTrainingTagsHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

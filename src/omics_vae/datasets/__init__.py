@@ -1,9 +1,11 @@
 """Custom Kedro datasets of the project, in the style of kedro-datasets."""
 
 from omics_vae.datasets.h5ad_dataset import H5ADDataset
+from omics_vae.datasets.lightning_checkpoint_dataset import LightningCheckpointDataset
 from omics_vae.datasets.simulated_counts_dataset import SimulatedCountsDataset
 
 __all__ = [
     "H5ADDataset",
+    "LightningCheckpointDataset",
     "SimulatedCountsDataset",
 ]

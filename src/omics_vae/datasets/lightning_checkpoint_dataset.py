@@ -1,0 +1,224 @@
+"""``LightningCheckpointDataset`` saves a trained model as a Lightning-style checkpoint and
+loads it back into the right class, found by name in the model registry.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from copy import deepcopy
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar
+
+import fsspec
+import lightning
+import torch
+from kedro.io.core import (
+    AbstractVersionedDataset,
+    DatasetError,
+    Version,
+    get_filepath_str,
+    get_protocol_and_path,
+)
+from lightning import LightningModule
+
+import omics_vae
+from omics_vae.datasets._atomic import write_local_atomically, write_remote_atomically
+from omics_vae.models.registry import get_model_class
+
+# Where the registry name sits in the checkpoint, beside Lightning's own keys.
+MODEL_NAME_KEY = "omics_vae_model"
+
+
+class LightningCheckpointDataset(AbstractVersionedDataset[LightningModule, LightningModule]):
+    """``LightningCheckpointDataset`` saves and loads the project's Lightning models.
+
+    The file is a Lightning-compatible checkpoint (``state_dict``, ``hyper_parameters``,
+    ``pytorch-lightning_version``) plus the model's registry name, so loading rebuilds
+    the right class without the user naming it. Loading uses ``torch.load`` with
+    ``weights_only=True``: a checkpoint can hold tensors and plain containers only, never
+    pickled code. Checkpoints written by Lightning's ``ModelCheckpoint`` for these models
+    load too. Saves are atomic, and versioned saves never overwrite a version.
+
+    Examples:
+        Using the YAML API:
+
+        ```yaml
+        model:
+          type: omics_vae.datasets.LightningCheckpointDataset
+          filepath: data/06_models/model.ckpt
+          versioned: true
+        ```
+    """
+
+    DEFAULT_LOAD_ARGS: ClassVar[dict[str, Any]] = {"map_location": "cpu", "strict": True}
+    DEFAULT_SAVE_ARGS: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        *,
+        filepath: str | os.PathLike,
+        load_args: dict[str, Any] | None = None,
+        save_args: dict[str, Any] | None = None,
+        version: Version | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Creates a new instance of ``LightningCheckpointDataset``.
+
+        Args:
+            filepath: Path to a ``.ckpt`` file, optionally with an fsspec protocol
+                prefix such as ``s3://``.
+            load_args: ``map_location`` (default ``"cpu"``) and ``strict`` (default
+                True: every weight in the file must match the model).
+            save_args: Reserved; no options are needed to save.
+            version: A ``kedro.io.core.Version`` for versioned saves and loads.
+            credentials: Credentials for the underlying filesystem.
+            fs_args: Extra arguments for the fsspec filesystem constructor.
+            metadata: Arbitrary metadata, ignored by Kedro (used by kedro-viz).
+        """
+        protocol, path = get_protocol_and_path(filepath, version)
+        _fs_args = deepcopy(fs_args) or {}
+        if protocol == "file":
+            _fs_args.setdefault("auto_mkdir", True)
+        self._protocol = protocol
+        self._fs = fsspec.filesystem(protocol, **(deepcopy(credentials) or {}), **_fs_args)
+        self.metadata = metadata
+        super().__init__(
+            filepath=PurePosixPath(path),
+            version=version,
+            exists_function=self._fs.exists,
+            glob_function=self._fs.glob,
+        )
+        self._load_args = {**self.DEFAULT_LOAD_ARGS, **(load_args or {})}
+        self._save_args = {**self.DEFAULT_SAVE_ARGS, **(save_args or {})}
+
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "filepath": self._filepath,
+            "protocol": self._protocol,
+            "load_args": self._load_args,
+            "version": self._version,
+        }
+
+    def load(self) -> LightningModule:
+        load_path = get_filepath_str(self._get_load_path(), self._protocol)
+        with self._fs.open(load_path, mode="rb") as stream:
+            raw = stream.read()
+        checkpoint = read_checkpoint(
+            raw, source=load_path, map_location=self._load_args["map_location"]
+        )
+        return model_from_checkpoint(checkpoint, source=load_path, strict=self._load_args["strict"])
+
+    def save(self, data: LightningModule) -> None:
+        payload = checkpoint_payload(data)
+        save_path = get_filepath_str(self._get_save_path(), self._protocol)
+
+        def write(path: Path) -> None:
+            torch.save(payload, path)
+
+        if self._protocol == "file":
+            write_local_atomically(write, Path(save_path), overwrite=not self._version)
+        else:
+            write_remote_atomically(write, self._fs, save_path)
+        self._invalidate_cache()
+
+    def _exists(self) -> bool:
+        try:
+            load_path = get_filepath_str(self._get_load_path(), self._protocol)
+        except DatasetError:
+            return False
+        return self._fs.exists(load_path)
+
+    def _release(self) -> None:
+        super()._release()
+        self._invalidate_cache()
+
+    def _invalidate_cache(self) -> None:
+        self._fs.invalidate_cache(get_filepath_str(self._filepath, self._protocol))
+
+
+def checkpoint_payload(model: LightningModule) -> dict[str, Any]:
+    """What a checkpoint file holds: weights, plain hyperparameters and provenance."""
+    name = getattr(model, "registry_name", None)
+    if not name:
+        raise DatasetError(
+            f"{type(model).__name__} has no registry_name; only models registered in "
+            "omics_vae.models.registry can be saved as checkpoints."
+        )
+    return {
+        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+        "hyper_parameters": _plain(dict(model.hparams)),
+        MODEL_NAME_KEY: name,
+        "pytorch-lightning_version": lightning.__version__,
+        "omics_vae_version": omics_vae.__version__,
+    }
+
+
+def read_checkpoint(raw: bytes, *, source: str, map_location: Any = "cpu") -> dict[str, Any]:
+    """Deserialise checkpoint bytes without unpickling code, or explain what is wrong."""
+    try:
+        checkpoint = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DatasetError(
+            f"Cannot load checkpoint '{source}': it holds objects other than tensors and "
+            f"plain values, which are never unpickled ({exc}). Save it again with "
+            "LightningCheckpointDataset."
+        ) from exc
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise DatasetError(
+            f"Cannot load checkpoint '{source}': the file is corrupt or truncated ({exc}). "
+            "Train again, or load an earlier version with --load-versions."
+        ) from exc
+    missing = [key for key in ("state_dict", "hyper_parameters") if key not in checkpoint]
+    if not isinstance(checkpoint, dict) or missing:
+        raise DatasetError(
+            f"Cannot load checkpoint '{source}': it is not a Lightning checkpoint "
+            f"(missing {missing or 'a dictionary'})."
+        )
+    return checkpoint
+
+
+def model_from_checkpoint(
+    checkpoint: dict[str, Any], *, source: str, strict: bool = True
+) -> LightningModule:
+    """Rebuild the registered model class from a checkpoint dictionary."""
+    hparams = dict(checkpoint["hyper_parameters"])
+    name = checkpoint.get(MODEL_NAME_KEY) or hparams.get("registry_name")
+    if not name:
+        raise DatasetError(
+            f"Cannot load checkpoint '{source}': it does not say which model it holds "
+            f"(no '{MODEL_NAME_KEY}' key)."
+        )
+    try:
+        model_class = get_model_class(name)
+    except KeyError as exc:
+        raise DatasetError(f"Cannot load checkpoint '{source}': {exc}") from exc
+    model = model_class(**hparams)
+    try:
+        model.load_state_dict(checkpoint["state_dict"], strict=strict)
+    except RuntimeError as exc:
+        raise DatasetError(
+            f"Cannot load checkpoint '{source}': its weights do not fit model '{name}' "
+            f"built from its own hyperparameters ({exc})."
+        ) from exc
+    return model.eval()
+
+
+def _plain(value: Any) -> Any:
+    """Hyperparameters as plain containers, which ``weights_only`` loading accepts."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise DatasetError(
+        f"Hyperparameter value {value!r} of type {type(value).__name__} is not a plain "
+        "value; models must take JSON-like hyperparameters to be checkpointed."
+    )
+
+
+__all__ = ["LightningCheckpointDataset", "checkpoint_payload", "model_from_checkpoint"]

@@ -1,0 +1,304 @@
+"""Fitting a registered model with Lightning: the Trainer, its callbacks, history, resume.
+
+This is the one place that turns plain settings into a ``lightning.Trainer``; the Kedro
+training node calls ``fit`` and stays thin.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+)
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+from omics_vae.data.tensors import CountsTensors, InMemoryBatchLoader
+from omics_vae.models.base import BaseVAE
+
+logger = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How to train: the Trainer's options plus batching, seeding and resuming.
+
+    Attributes:
+        max_epochs: Upper bound on epochs.
+        batch_size: Training cells per step.
+        eval_batch_size: Cells per validation step.
+        seed: Seed of weights, sampling and shuffling (``seed_everything``).
+        deterministic: Ask torch for deterministic kernels.
+        accelerator, devices, precision, strategy: Passed to ``lightning.Trainer``.
+        gradient_clip_val: Gradient-norm clip; ``None`` disables clipping.
+        early_stopping_patience: Epochs without improvement of ``monitor`` before
+            stopping; ``None`` disables early stopping.
+        early_stopping_min_delta: Smallest change of ``monitor`` that counts.
+        monitor: Metric for early stopping and for choosing the best checkpoint.
+        fast_dev_run: Lightning's smoke test (one batch of each loop, nothing saved).
+        enable_progress_bar: ``None`` shows it only on an interactive terminal.
+        checkpoint_dir: Folder of the Lightning checkpoints of every run (one
+            sub-folder each); ``resume_from: last`` continues the newest.
+        resume_from: ``None`` (train afresh), ``"last"`` or a checkpoint path.
+    """
+
+    max_epochs: int = 100
+    batch_size: int = 128
+    eval_batch_size: int = 1024
+    seed: int = 0
+    deterministic: bool = False
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    precision: str | int = "32-true"
+    strategy: str = "auto"
+    gradient_clip_val: float | None = None
+    early_stopping_patience: int | None = 20
+    early_stopping_min_delta: float = 0.0
+    monitor: str = "val/loss"
+    fast_dev_run: bool | int = False
+    enable_progress_bar: bool | None = None
+    checkpoint_dir: str = "data/06_models/lightning"
+    resume_from: str | None = None
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns.
+
+    Attributes:
+        model: The model with the weights of its best epoch (by ``monitor``), in eval mode.
+        history: One row per epoch: ``epoch`` and every logged metric.
+        best_score: Best value of ``monitor``; NaN when nothing was validated.
+        epochs: Epochs trained in total (resumed ones included).
+        wall_time_s: Seconds spent in this call's ``Trainer.fit``.
+        run_dir: Folder of this run's Lightning checkpoints.
+        resumed_from: Checkpoint the run continued from, if any.
+    """
+
+    model: BaseVAE
+    history: pd.DataFrame
+    best_score: float
+    epochs: int
+    wall_time_s: float
+    run_dir: Path
+    resumed_from: Path | None
+
+
+class EpochHistoryLogger(Logger):
+    """Collects epoch-level metrics in memory, one row per epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[int, dict[str, float]] = {}
+
+    @property
+    def name(self) -> str:
+        return "history"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Hyperparameters are tracked by the pipeline, not here."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        epoch = int(metrics.get("epoch", -1))
+        row = self.rows.setdefault(epoch, {})
+        row.update({k: float(v) for k, v in metrics.items() if k != "epoch"})
+
+    def to_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame.from_dict(self.rows, orient="index").sort_index()
+        frame.index.name = "epoch"
+        return frame.reset_index()
+
+
+class HistoryState(Callback):
+    """Keeps the epoch history (and the RNG states) in checkpoints, so a resumed run
+    reports every epoch and draws the same random numbers as an uninterrupted one."""
+
+    def __init__(self, history: EpochHistoryLogger) -> None:
+        self.history = history
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": {str(k): v for k, v in self.history.rows.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history.rows = {int(k): dict(v) for k, v in state_dict["rows"].items()}
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def fit(
+    model: BaseVAE,
+    train: CountsTensors,
+    val: CountsTensors,
+    settings: FitSettings,
+) -> FitResult:
+    """Train ``model`` on ``train``, validating on ``val`` each epoch.
+
+    Args:
+        model: An untrained (or resumed) registered model.
+        train: Training cells.
+        val: Validation cells.
+        settings: Trainer options.
+
+    Returns:
+        The trained model (best epoch), its history and run facts.
+    """
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    run_dir, resume_path = _run_dir_and_resume_path(settings)
+    history = EpochHistoryLogger()
+    trainer = _build_trainer(settings, run_dir, history)
+    train_loader = InMemoryBatchLoader(
+        train, settings.batch_size, shuffle=True, seed=settings.seed, device=_device(trainer)
+    )
+    val_loader = InMemoryBatchLoader(
+        val, settings.eval_batch_size, shuffle=False, device=_device(trainer)
+    )
+    if resume_path is not None:
+        logger.info("Resuming training from %s", resume_path)
+    started = time.perf_counter()
+    trainer.fit(model, train_loader, val_loader, ckpt_path=resume_path)
+    wall_time = time.perf_counter() - started
+
+    best_score = _best_score(trainer, history, settings.monitor)
+    best_model = _load_best_weights(model, trainer)
+    return FitResult(
+        model=best_model.eval(),
+        history=history.to_frame(),
+        best_score=best_score,
+        epochs=trainer.current_epoch,
+        wall_time_s=wall_time,
+        run_dir=run_dir,
+        resumed_from=Path(resume_path) if resume_path else None,
+    )
+
+
+def _build_trainer(settings: FitSettings, run_dir: Path, history: EpochHistoryLogger) -> L.Trainer:
+    callbacks: list[Callback] = [
+        HistoryState(history),
+        LearningRateMonitor(logging_interval="epoch"),
+    ]
+    if not settings.fast_dev_run:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir,
+                filename="best-{epoch:03d}",
+                monitor=settings.monitor,
+                mode="min",
+                save_last=True,
+                save_top_k=1,
+            )
+        )
+    if settings.early_stopping_patience is not None:
+        callbacks.append(
+            EarlyStopping(
+                monitor=settings.monitor,
+                patience=settings.early_stopping_patience,
+                min_delta=settings.early_stopping_min_delta,
+                mode="min",
+            )
+        )
+    return L.Trainer(
+        max_epochs=settings.max_epochs,
+        accelerator=settings.accelerator,
+        devices=settings.devices,
+        precision=settings.precision,
+        strategy=settings.strategy,
+        gradient_clip_val=settings.gradient_clip_val,
+        deterministic=settings.deterministic,
+        fast_dev_run=settings.fast_dev_run,
+        enable_progress_bar=_show_progress_bar(settings.enable_progress_bar),
+        enable_model_summary=False,
+        logger=history,
+        callbacks=callbacks,
+        default_root_dir=run_dir,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+    )
+
+
+def _show_progress_bar(requested: bool | None) -> bool:
+    if requested is not None:
+        return requested
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _device(trainer: L.Trainer) -> torch.device:
+    return trainer.strategy.root_device
+
+
+def _run_dir_and_resume_path(settings: FitSettings) -> tuple[Path, str | None]:
+    root = Path(settings.checkpoint_dir)
+    if settings.resume_from is None:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H.%M.%S.%fZ")
+        return root / stamp, None
+    if settings.resume_from == "last":
+        return _newest_run_with_last_checkpoint(root)
+    path = Path(settings.resume_from)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"training.resume_from: checkpoint '{path}' does not exist. Use 'last' to "
+            f"continue the newest run under {root}, or null to train afresh."
+        )
+    return path.parent, str(path)
+
+
+def _newest_run_with_last_checkpoint(root: Path) -> tuple[Path, str]:
+    candidates = sorted(root.glob(f"*/{LAST_CHECKPOINT}"))
+    if not candidates:
+        raise FileNotFoundError(
+            f"training.resume_from: last, but no run under '{root}' has a {LAST_CHECKPOINT}. "
+            "Set training.resume_from: null to train afresh."
+        )
+    newest = candidates[-1]
+    return newest.parent, str(newest)
+
+
+def _best_score(trainer: L.Trainer, history: EpochHistoryLogger, monitor: str) -> float:
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    values = [row[monitor] for row in history.rows.values() if monitor in row]
+    return float(min(values)) if values else float("nan")
+
+
+def _load_best_weights(model: BaseVAE, trainer: L.Trainer) -> BaseVAE:
+    checkpoint = trainer.checkpoint_callback
+    best_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
+    if not best_path:
+        return model
+    state = torch.load(best_path, map_location=model.device, weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+    return model

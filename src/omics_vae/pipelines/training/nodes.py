@@ -1,0 +1,220 @@
+"""Nodes of the training pipeline: fit a registered model on the processed cells."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from importlib.metadata import version
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from anndata import AnnData
+from matplotlib.figure import Figure
+
+from omics_vae.data.fingerprint import fingerprint_anndata
+from omics_vae.models import BaseVAE, get_model_class
+from omics_vae.models.trainer import FitSettings, fit
+from omics_vae.params import validate_section
+from omics_vae.pipelines.training.params import TrainingParams
+
+logger = logging.getLogger(__name__)
+
+COUNTS_LAYER = "counts"
+PARAMETERS_FILE = "conf/base/parameters_training.yml"
+TRACKED_PACKAGES = ("omics-vae", "torch", "lightning", "anndata", "scanpy", "kedro", "mlflow")
+
+
+class TrainingInputError(ValueError):
+    """The processed data or the parameters cannot be trained on."""
+
+
+def train_model(
+    model_input: AnnData, params: dict[str, Any]
+) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
+    """Train the model named in ``params`` on the ``train`` split, validating on ``val``.
+
+    Args:
+        model_input: Processed cells with raw counts in ``layers["counts"]`` and
+            ``obs["split"]``.
+        params: The ``training`` parameter block.
+
+    Returns:
+        The trained model (weights of its best validation epoch), the per-epoch history
+        and a summary of the run (epochs, best score, wall time, covariates, data
+        fingerprint) for the model card.
+    """
+    config = validate_section("training", TrainingParams, params)
+    bio_keys, tech_keys = resolve_covariates(model_input, config)
+    check_training_input(model_input, config, bio_keys + tech_keys)
+
+    model_class = get_model_class(config.model)
+    model = model_class.from_anndata(
+        model_input,
+        {
+            **config.model_hyperparameters,
+            "bio_keys": bio_keys,
+            "tech_keys": tech_keys,
+            "learning_rate": config.optimizer.learning_rate,
+            "weight_decay": config.optimizer.weight_decay,
+            "optimizer": config.optimizer.name,
+        },
+    )
+    tensors = model.make_tensors(model_input, counts_layer=COUNTS_LAYER)
+    logger.info(
+        "Training %s on %d cells x %d genes (bio covariates %s, technical %s)",
+        config.model,
+        int((model_input.obs["split"] == "train").sum()),
+        model_input.n_vars,
+        bio_keys,
+        tech_keys,
+    )
+    result = fit(model, tensors.subset("train"), tensors.subset("val"), _fit_settings(config))
+    summary = {
+        "model": config.model,
+        "bio_keys": bio_keys,
+        "tech_keys": tech_keys,
+        "epochs": result.epochs,
+        "best_val_loss": result.best_score,
+        "wall_time_s": round(result.wall_time_s, 3),
+        "resumed_from": str(result.resumed_from) if result.resumed_from else None,
+        "lightning_run_dir": str(result.run_dir),
+        "data_fingerprint": fingerprint_anndata(model_input, COUNTS_LAYER),
+        "n_cells": {split: int(n) for split, n in model_input.obs["split"].value_counts().items()},
+        "n_genes": int(model_input.n_vars),
+    }
+    logger.info(
+        "Trained %s for %d epochs in %.1f s; best val/loss %.4f",
+        config.model,
+        result.epochs,
+        result.wall_time_s,
+        result.best_score,
+    )
+    return result.model, result.history, summary
+
+
+def resolve_covariates(model_input: AnnData, config: TrainingParams) -> tuple[list[str], list[str]]:
+    """Covariate obs keys, with ``auto`` taken from the data_processing record."""
+    record = model_input.uns.get("data_processing", {}).get("params", {})
+    bio = config.covariates.bio
+    tech = config.covariates.tech
+    if bio == "auto":
+        cell_type_key = record.get("cell_type_key")
+        bio = [cell_type_key] if cell_type_key else []
+    if tech == "auto":
+        batch_key = record.get("batch_key")
+        tech = [batch_key] if batch_key else []
+    return list(bio), list(tech)
+
+
+def check_training_input(model_input: AnnData, config: TrainingParams, keys: list[str]) -> None:
+    """Refuse data the model cannot be trained on, before any training starts."""
+    if COUNTS_LAYER not in model_input.layers:
+        raise TrainingInputError(
+            f"model_input has no layers['{COUNTS_LAYER}'] (layers: "
+            f"{sorted(model_input.layers)}). Run the data_processing pipeline first, which "
+            "keeps the raw counts there."
+        )
+    missing = [key for key in keys if key not in model_input.obs]
+    if missing:
+        raise TrainingInputError(
+            f"training.covariates names obs column(s) {missing} absent from model_input "
+            f"(obs columns: {sorted(model_input.obs.columns)}). Fix training.covariates in "
+            f"{PARAMETERS_FILE}."
+        )
+    if "split" not in model_input.obs:
+        raise TrainingInputError(
+            "model_input has no obs['split']; run the data_processing pipeline first."
+        )
+    counts = model_input.obs["split"].value_counts()
+    for split in ("train", "val"):
+        if counts.get(split, 0) == 0:
+            raise TrainingInputError(
+                f"The '{split}' split has no cells. Give it a fraction above 0 in "
+                "data_processing.split (conf/base/parameters_data_processing.yml) and "
+                "run data_processing again."
+            )
+    if config.trainer.batch_size > counts["train"]:
+        raise TrainingInputError(
+            f"training.trainer.batch_size = {config.trainer.batch_size} exceeds the "
+            f"{counts['train']} training cells. Lower it in {PARAMETERS_FILE}."
+        )
+
+
+def _fit_settings(config: TrainingParams) -> FitSettings:
+    return FitSettings(
+        **config.trainer.model_dump(),
+        seed=config.seed,
+        checkpoint_dir=f"{config.checkpoint_dir}/{config.model}",
+        resume_from=config.resume_from,
+    )
+
+
+def make_model_card(
+    summary: dict[str, Any], params: dict[str, Any], history: pd.DataFrame
+) -> dict[str, Any]:
+    """A small YAML-able record of what was trained, on what, and how well."""
+    config = validate_section("training", TrainingParams, params)
+    final = history.iloc[-1].to_dict() if len(history) else {}
+    return {
+        "model": config.model,
+        "parameters": config.model_dump(mode="json"),
+        "data": {
+            "fingerprint": summary["data_fingerprint"],
+            "n_cells": summary["n_cells"],
+            "n_genes": summary["n_genes"],
+        },
+        "covariates": {"bio": summary["bio_keys"], "tech": summary["tech_keys"]},
+        "training": {
+            "epochs": summary["epochs"],
+            "best_val_loss": summary["best_val_loss"],
+            "final_metrics": {k: float(v) for k, v in final.items() if k != "epoch"},
+            "wall_time_s": summary["wall_time_s"],
+            "resumed_from": summary["resumed_from"],
+        },
+        "environment": {
+            "python": platform.python_version(),
+            **{package: version(package) for package in TRACKED_PACKAGES},
+        },
+    }
+
+
+def history_to_metrics(history: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
+    """The per-epoch curves as MLflow metric histories (step = epoch)."""
+    metrics = {}
+    for column in history.columns.drop("epoch"):
+        values = history[["epoch", column]].dropna()
+        metrics[column] = [
+            {"value": float(value), "step": int(epoch)}
+            for epoch, value in zip(values["epoch"], values[column], strict=True)
+        ]
+    return metrics
+
+
+LOSS_PANELS = (("loss", "loss (ELBO)"), ("reconstruction", "reconstruction NLL"), ("kl", "KL"))
+
+
+def plot_loss_curves(history: pd.DataFrame) -> Figure:
+    """Training and validation loss, reconstruction and KL per epoch."""
+    figure, axes = plt.subplots(1, len(LOSS_PANELS), figsize=(4.2 * len(LOSS_PANELS), 3.4))
+    for axis, (metric, title) in zip(axes, LOSS_PANELS, strict=True):
+        for stage, style in (("train", "-"), ("val", "--")):
+            column = f"{stage}/{metric}"
+            if column in history:
+                values = history[["epoch", column]].dropna()
+                axis.plot(values["epoch"], values[column], style, label=stage)
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.legend(frameon=False)
+    if "kl_weight" in history:
+        twin = axes[-1].twinx()
+        twin.plot(history["epoch"], history["kl_weight"], ":", color="grey")
+        twin.set_ylabel("KL weight (β)", color="grey")
+    figure.suptitle("Training curves")
+    figure.tight_layout()
+    return figure
+
+
+def package_model_for_mlflow(model: BaseVAE) -> BaseVAE:
+    """The trained model on the CPU in eval mode, as ``mlflow.pytorch`` stores it."""
+    return model.cpu().eval()
