@@ -28,7 +28,10 @@ def format_validation_error(section: str, error: ValidationError) -> str:
     for problem in error.errors():
         key = ".".join(str(part) for part in (section, *problem["loc"]))
         given = problem.get("input")
-        shown = "" if problem["type"] == "missing" else f" (got {given!r})"
+        # A whole block as "input" (errors of cross-field checks) says nothing useful.
+        shown = (
+            "" if problem["type"] == "missing" or isinstance(given, dict) else f" (got {given!r})"
+        )
         lines.append(f"  - {key}: {problem['msg']}{shown}")
     return (
         f"Invalid parameters under '{section}' (conf/<env>/parameters_{section}.yml or "

@@ -107,6 +107,8 @@ class EpochHistoryLogger(Logger):
     def __init__(self) -> None:
         super().__init__()
         self.rows: dict[int, dict[str, float]] = {}
+        # Set by HistoryState: some loggers' callers (LearningRateMonitor) pass no epoch.
+        self.current_epoch = 0
 
     @property
     def name(self) -> str:
@@ -122,7 +124,7 @@ class EpochHistoryLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        epoch = int(metrics.get("epoch", -1))
+        epoch = int(metrics.get("epoch", self.current_epoch))
         row = self.rows.setdefault(epoch, {})
         row.update({k: float(v) for k, v in metrics.items() if k != "epoch"})
 
@@ -133,8 +135,8 @@ class EpochHistoryLogger(Logger):
 
 
 class HistoryState(Callback):
-    """Keeps the epoch history (and the RNG states) in checkpoints, so a resumed run
-    reports every epoch and draws the same random numbers as an uninterrupted one."""
+    """Makes a resumed run continue exactly: the epoch history and the RNG state travel
+    in checkpoints, and the shuffle follows the trainer's epoch."""
 
     def __init__(self, history: EpochHistoryLogger) -> None:
         self.history = history
@@ -144,6 +146,14 @@ class HistoryState(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history.rows = {int(k): dict(v) for k, v in state_dict["rows"].items()}
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.history.current_epoch = trainer.current_epoch
+        # Lightning hands a loader its saved state only when resuming mid-epoch; after a
+        # checkpoint at an epoch's end the shuffle must still follow the trainer's epoch.
+        loader = trainer.train_dataloader
+        if isinstance(loader, InMemoryBatchLoader) and loader.epoch != trainer.current_epoch:
+            loader.set_epoch(trainer.current_epoch)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}

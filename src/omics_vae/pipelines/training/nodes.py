@@ -8,6 +8,7 @@ from importlib.metadata import version
 from typing import Any
 
 import matplotlib.pyplot as plt
+import lightning as L
 import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
@@ -48,6 +49,8 @@ def train_model(
     bio_keys, tech_keys = resolve_covariates(model_input, config)
     check_training_input(model_input, config, bio_keys + tech_keys)
 
+    # Seeded before the model exists, so its initial weights are reproducible too.
+    L.seed_everything(config.seed, workers=True, verbose=False)
     model_class = get_model_class(config.model)
     model = model_class.from_anndata(
         model_input,

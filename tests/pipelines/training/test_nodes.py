@@ -1,0 +1,147 @@
+"""Training nodes on tiny data: real Lightning fits of a few epochs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from omics_vae.datasets import LightningCheckpointDataset
+from omics_vae.models import InVAE
+from omics_vae.params import InvalidParametersError
+from omics_vae.pipelines.training.nodes import (
+    TrainingInputError,
+    history_to_metrics,
+    make_model_card,
+    plot_loss_curves,
+    train_model,
+)
+
+
+def test_train_model_returns_a_trained_model_history_and_summary(model_input, training_params):
+    model, history, summary = train_model(model_input, training_params)
+
+    assert isinstance(model, InVAE)
+    assert not model.training
+    assert list(history["epoch"]) == [0, 1, 2]
+    assert {"train/loss", "val/loss", "val/reconstruction", "val/kl"} <= set(history.columns)
+    assert np.isfinite(history["val/loss"]).all()
+    assert summary["epochs"] == 3
+    assert summary["bio_keys"] == ["cell_type"]
+    assert summary["tech_keys"] == ["batch"]
+    assert summary["best_val_loss"] == pytest.approx(history["val/loss"].min(), rel=1e-5)
+    latent = model.get_latent(model_input)
+    assert latent["z_i"].shape == (model_input.n_obs, 30)
+    assert latent["z_s"].shape == (model_input.n_obs, 5)
+
+
+def test_training_lowers_the_validation_loss(model_input, training_params):
+    training_params["trainer"]["max_epochs"] = 15
+    _, history, _ = train_model(model_input, training_params)
+    assert history["val/reconstruction"].iloc[-1] < history["val/reconstruction"].iloc[0]
+
+
+def test_scvi_baseline_trains_through_the_same_node(model_input, training_params):
+    training_params["model"] = "scvi_vae"
+    model, _, summary = train_model(model_input, training_params)
+    assert model.registry_name == "scvi_vae"
+    assert set(model.get_latent(model_input)) == {"z"}
+    assert summary["model"] == "scvi_vae"
+
+
+def test_same_seed_gives_the_same_weights(model_input, training_params):
+    first, _, _ = train_model(model_input, training_params)
+    second, _, _ = train_model(model_input, training_params)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_resume_from_last_matches_an_uninterrupted_run(model_input, training_params):
+    uninterrupted, full_history, _ = train_model(
+        model_input, {**training_params, "trainer": {**training_params["trainer"], "max_epochs": 4}}
+    )
+    # "Interrupted" after 2 epochs: a run whose last.ckpt stops at epoch 2 ...
+    train_model(
+        model_input, {**training_params, "trainer": {**training_params["trainer"], "max_epochs": 2}}
+    )
+    # ... continued to 4 epochs.
+    resumed_params = {
+        **training_params,
+        "trainer": {**training_params["trainer"], "max_epochs": 4},
+        "resume_from": "last",
+    }
+    resumed, resumed_history, summary = train_model(model_input, resumed_params)
+
+    assert summary["resumed_from"].endswith("last.ckpt")
+    assert list(resumed_history["epoch"]) == [0, 1, 2, 3]
+    np.testing.assert_allclose(resumed_history["val/loss"], full_history["val/loss"], rtol=1e-5)
+    for a, b in zip(
+        uninterrupted.state_dict().values(), resumed.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_without_a_previous_run_names_the_fix(model_input, training_params):
+    training_params["resume_from"] = "last"
+    with pytest.raises(FileNotFoundError, match="resume_from: null"):
+        train_model(model_input, training_params)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p, a: p.update(model="nope"), "unknown model 'nope'"),
+        (
+            lambda p, a: p["covariates"].update(bio=["donor"]),
+            r"\['donor'\] absent from model_input",
+        ),
+        (lambda p, a: a.layers.pop("counts"), r"no layers\['counts'\]"),
+        (
+            lambda p, a: a.obs.__setitem__("split", a.obs["split"].replace("val", "train")),
+            "'val' split has no cells",
+        ),
+        (lambda p, a: p["trainer"].update(batch_size=10_000), "batch_size = 10000 exceeds"),
+        (
+            lambda p, a: p["hyperparameters"]["invae"].update(n_latent_bio="thirty"),
+            r"hyperparameters\.invae\.n_latent_bio",
+        ),
+    ],
+)
+def test_bad_input_is_refused_before_training(model_input, training_params, change, message):
+    change(training_params, model_input)
+    with pytest.raises((TrainingInputError, InvalidParametersError), match=message):
+        train_model(model_input, training_params)
+
+
+def test_model_card_records_data_parameters_and_environment(model_input, training_params):
+    _, history, summary = train_model(model_input, training_params)
+    card = make_model_card(summary, training_params, history)
+
+    assert card["model"] == "invae"
+    assert card["data"]["fingerprint"] == summary["data_fingerprint"]
+    assert card["parameters"]["trainer"]["max_epochs"] == 3
+    assert card["training"]["epochs"] == 3
+    assert "torch" in card["environment"]
+
+
+def test_history_becomes_mlflow_metric_histories_stepped_by_epoch(model_input, training_params):
+    _, history, _ = train_model(model_input, training_params)
+    metrics = history_to_metrics(history)
+    assert [point["step"] for point in metrics["val/loss"]] == [0, 1, 2]
+    assert metrics["val/loss"][2]["value"] == pytest.approx(history["val/loss"].iloc[2])
+    assert isinstance(plot_loss_curves(history), Figure)
+
+
+def test_trained_model_round_trips_through_the_checkpoint_dataset(
+    model_input, training_params, tmp_path
+):
+    model, _, _ = train_model(model_input, training_params)
+    dataset = LightningCheckpointDataset(filepath=str(tmp_path / "model.ckpt"))
+    dataset.save(model)
+    reloaded = dataset.load()
+
+    assert type(reloaded) is type(model)
+    np.testing.assert_allclose(
+        reloaded.get_latent(model_input)["z_i"], model.get_latent(model_input)["z_i"], rtol=1e-6
+    )
