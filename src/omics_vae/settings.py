@@ -13,4 +13,7 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {
         "mlflow": ["mlflow*", "mlflow*/**"],
     },
+    # An environment's parameters file needs only the keys it changes; catalog entries
+    # are still replaced whole, so switching a dataset's type leaves no stale arguments.
+    "merge_strategy": {"parameters": "soft"},
 }

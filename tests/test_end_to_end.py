@@ -1,0 +1,135 @@
+"""`kedro run` as a user runs it, in a temporary copy of the project."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anndata as ad
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+FAST_TRAINING = ("training.trainer.max_epochs=3", "training.trainer.batch_size=256")
+
+
+def _versions(project: Path, relative: str) -> list[Path]:
+    return sorted((project / relative).glob("*/*"))
+
+
+def _write_yaml(path: Path, content: dict) -> None:
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+
+
+def _use_pbmc(project: Path, pbmc_path: Path) -> None:
+    """Point the raw data at pbmc_3chem with configuration only, as the README says."""
+    local = project / "conf" / "local"
+    _write_yaml(
+        local / "catalog.yml",
+        {"raw_counts": {"type": "omics_vae.datasets.H5ADDataset", "filepath": str(pbmc_path)}},
+    )
+    _write_yaml(
+        local / "parameters_data_processing.yml",
+        {"data_processing": {"batch_key": "chemistry", "cell_type_key": "cell_type"}},
+    )
+
+
+def test_data_processing_on_the_embedded_default_writes_new_versions(project_copy, kedro_cli):
+    kedro_cli("run", "--pipeline", "data_processing")
+    kedro_cli("run", "--pipeline", "data_processing")
+
+    model_inputs = _versions(project_copy, "data/05_model_input/model_input.h5ad")
+    assert len(model_inputs) == 2
+    adata = ad.read_h5ad(model_inputs[-1])
+    counts = adata.layers["counts"]
+    assert sp.issparse(counts)
+    assert np.array_equal(counts.data, np.round(counts.data))
+    np.testing.assert_allclose(
+        adata.X[:5].toarray() if sp.issparse(adata.X) else adata.X[:5],
+        np.log1p(counts[:5].toarray() / counts[:5].sum(axis=1).A * 1e4),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    assert adata.var["highly_variable"].dtype == bool
+    assert set(adata.obs["split"].unique()) == {"train", "val", "test"}
+    assert len(_versions(project_copy, "data/08_reporting/qc_summary.csv")) == 2
+    qc_png = _versions(project_copy, "data/08_reporting/qc_metrics.png")[-1]
+    assert qc_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_bad_parameter_fails_in_the_first_second_naming_the_key(project_copy, kedro_cli):
+    result = kedro_cli(
+        "run",
+        "--pipeline",
+        "data_processing",
+        "--params",
+        "data_processing.qc.min_genes=5",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "data_processing.qc.min_genes" in result.stdout + result.stderr
+    assert not _versions(project_copy, "data/05_model_input/model_input.h5ad")
+
+
+def test_pbmc_processing_and_training_end_to_end(project_copy, kedro_cli, pbmc_3chem_path):
+    _use_pbmc(project_copy, pbmc_3chem_path)
+
+    kedro_cli("run", "--params", ",".join(FAST_TRAINING))
+
+    model_inputs = _versions(project_copy, "data/05_model_input/model_input.h5ad")
+    assert len(model_inputs) == 1
+    adata = ad.read_h5ad(model_inputs[0])
+    assert adata.uns["data_processing"]["params"]["batch_key"] == "chemistry"
+    assert set(adata.obs["chemistry"].unique()) == {"3pv1", "3pv2", "5p"}
+    checkpoints = _versions(project_copy, "data/06_models/model.ckpt")
+    assert len(checkpoints) == 1
+    card = yaml.safe_load(_versions(project_copy, "data/06_models/model_card.yml")[0].read_text())
+    assert card["model"] == "invae"
+    assert card["covariates"] == {"bio": ["cell_type"], "tech": ["chemistry"]}
+    assert card["training"]["epochs"] == 3
+    history = pd.read_csv(_versions(project_copy, "data/08_reporting/training_history.csv")[0])
+    assert list(history["epoch"]) == [0, 1, 2]
+    assert np.isfinite(history["val/loss"]).all()
+
+    # Retraining reads the processed data already there; it does not reprocess.
+    kedro_cli("run", "--pipeline", "training", "--params", ",".join(FAST_TRAINING))
+    assert len(_versions(project_copy, "data/05_model_input/model_input.h5ad")) == 1
+    assert len(_versions(project_copy, "data/06_models/model.ckpt")) == 2
+
+    _check_mlflow_store(project_copy / "mlflow.db", n_training_runs=2)
+
+
+def _check_mlflow_store(store: Path, n_training_runs: int) -> None:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("omics_vae")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.model_name = 'invae'")
+    assert len(runs) == n_training_runs
+    run = runs[0]
+    assert run.data.params["training.model"] == "invae"
+    assert run.data.tags["data_fingerprint"]
+    assert run.data.tags["data_version"]
+    history = client.get_metric_history(run.info.run_id, "val/loss")
+    assert [point.step for point in history] == [0, 1, 2]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"model/model.ckpt", "model/model_card.yml"} <= artifacts
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/loss_curves.png" in figures
+
+    logged = client.search_logged_models(experiment_ids=[experiment.experiment_id])
+    assert len(logged) == n_training_runs
+    with sqlite3.connect(store) as connection:
+        assert connection.execute("select count(*) from runs").fetchone()[0] >= n_training_runs
+
+
+def test_kedro_viz_build_exports_the_pipelines_with_layers(project_copy, kedro_cli):
+    kedro_cli("viz", "build")
+    build = project_copy / "build"
+    main = (build / "api" / "main").read_text()
+    assert "train_model_node" in main
+    assert "model_input" in main
+    assert '"layers"' in main
