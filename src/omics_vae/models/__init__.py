@@ -1,0 +1,54 @@
+"""Latent-variable models of single-cell omics data, in torch and Lightning (no Kedro).
+
+- ``InVAE`` / ``InVAEModule``: inVAE, with biological and technical latents.
+- ``SCVIVAE`` / ``SCVIVAEModule``: a scVI-style baseline.
+- ``get_model_class(name)``: look a model up by its ``registry_name``.
+
+Typical use::
+
+    from omics_vae.data.tensors import CountsTensors, InMemoryBatchLoader
+    from omics_vae.models import get_model_class
+
+    model = get_model_class("invae").from_anndata(
+        adata, {"bio_keys": ["cell_type"], "tech_keys": ["batch"], "n_latent_bio": 30}
+    )
+    data = model.make_tensors(adata, counts_layer="counts")
+    train = InMemoryBatchLoader(data.subset("train"), batch_size=128, seed=0)
+    val = InMemoryBatchLoader(data.subset("val"), batch_size=1024, shuffle=False)
+    lightning.Trainer(max_epochs=100).fit(model, train, val)
+    latent = model.get_latent(data)  # {"z_i": ..., "z_s": ..., "z": ...}
+"""
+
+from omics_vae.models.base import BaseVAE, LossOutput, VAEModule
+from omics_vae.models.distributions import (
+    gaussian_kl,
+    log_rising_factorial_sum,
+    negative_binomial_log_likelihood,
+    softmax_nb_log_likelihood,
+)
+from omics_vae.models.invae import InVAE, InVAEModule
+from omics_vae.models.registry import (
+    MODEL_REGISTRY,
+    UnknownModelError,
+    get_model_class,
+    register_model,
+)
+from omics_vae.models.scvi_vae import SCVIVAE, SCVIVAEModule
+
+__all__ = [
+    "MODEL_REGISTRY",
+    "SCVIVAE",
+    "BaseVAE",
+    "InVAE",
+    "InVAEModule",
+    "LossOutput",
+    "SCVIVAEModule",
+    "UnknownModelError",
+    "VAEModule",
+    "gaussian_kl",
+    "get_model_class",
+    "log_rising_factorial_sum",
+    "negative_binomial_log_likelihood",
+    "register_model",
+    "softmax_nb_log_likelihood",
+]

@@ -1,0 +1,410 @@
+"""What every model shares: the loss record, the torch-module contract, the Lightning plan.
+
+Two layers, as in scvi-tools:
+
+- ``VAEModule`` (a plain ``nn.Module``) holds the networks and the maths, split into
+  ``inference(batch)`` -> ``generative(...)`` -> ``loss(...)``. It knows nothing of
+  optimisers, epochs or logging.
+- ``BaseVAE`` (a ``LightningModule``) wraps one ``VAEModule``: it owns the
+  hyperparameters (``save_hyperparameters()``), the KL warm-up schedule, the optimiser,
+  per-epoch metrics, and the user-facing ``get_latent`` / ``reconstruction_error``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Self
+
+import lightning as L
+import numpy as np
+import torch
+from anndata import AnnData
+from torch import nn
+
+from omics_vae.data.tensors import (
+    BATCH_KEYS,
+    CountsTensors,
+    CovariateEncoder,
+)
+from omics_vae.models.distributions import softmax_nb_log_likelihood
+
+Batch = dict[str, torch.Tensor]
+OptimizerName = Literal["adam", "adamw"]
+
+# Adam's epsilon in scvi-tools' training plan; larger than torch's 1e-8 default, which
+# damps the first steps of the rarely-updated dispersion and covariate weights.
+ADAM_EPS = 0.01
+
+
+@dataclass
+class LossOutput:
+    """What a module's ``loss`` returns.
+
+    Attributes:
+        loss: Scalar to minimise: ``reconstruction + kl_weight * kl`` (+ penalties).
+        reconstruction: Mean over cells of ``-log p(x | z)`` summed over genes.
+        kl: Mean over cells of the (unweighted) KL divergence(s), summed over latents.
+        extra: Further scalar diagnostics (e.g. ``kl_bio``, ``kl_tech``, ``tc``).
+    """
+
+    loss: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class VAEModule(nn.Module):
+    """Contract of the torch modules: inference -> generative -> loss.
+
+    Subclasses set ``latent_keys`` (the names ``latent()`` returns) and implement
+    ``inference``, ``generative_inputs``, ``generative``, ``loss``, ``latent`` and
+    ``named_parts``. Batches are dicts with ``omics_vae.data.tensors.BATCH_KEYS``.
+    """
+
+    latent_keys: ClassVar[tuple[str, ...]] = ("z",)
+
+    def inference(self, batch: Batch, sample: bool = True) -> dict[str, torch.Tensor]:
+        """Posterior parameters and a latent draw (the mean when ``sample`` is False)."""
+        raise NotImplementedError
+
+    def generative_inputs(
+        self, batch: Batch, inference_outputs: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Keyword arguments of ``generative`` taken from the batch and the inference."""
+        raise NotImplementedError
+
+    def generative(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Likelihood (and prior) parameters given latents."""
+        raise NotImplementedError
+
+    def loss(
+        self,
+        batch: Batch,
+        inference_outputs: dict[str, torch.Tensor],
+        generative_outputs: dict[str, torch.Tensor],
+        kl_weight: float = 1.0,
+    ) -> LossOutput:
+        """The negative ELBO (and penalties) of a batch."""
+        raise NotImplementedError
+
+    def latent(self, inference_outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Posterior means by name (``latent_keys``)."""
+        raise NotImplementedError
+
+    def named_parts(self) -> dict[str, nn.Module]:
+        """The sub-networks by name, for freezing parts in a training phase."""
+        raise NotImplementedError
+
+    def forward(self, batch: Batch, kl_weight: float = 1.0, sample: bool = True) -> LossOutput:
+        """Run inference, generative and loss on a batch."""
+        inference_outputs = self.inference(batch, sample=sample)
+        generative_outputs = self.generative(**self.generative_inputs(batch, inference_outputs))
+        return self.loss(batch, inference_outputs, generative_outputs, kl_weight)
+
+    @staticmethod
+    def reconstruction_log_likelihood(
+        batch: Batch,
+        generative_outputs: dict[str, torch.Tensor],
+        reduction: Literal["cell", "sum"] = "cell",
+    ) -> torch.Tensor:
+        """NB log-likelihood of the batch's counts under the generative outputs.
+
+        Args:
+            batch: The batch (``counts``, ``log_factorial``).
+            generative_outputs: ``px_logits``, ``log_library`` and ``log_theta``.
+            reduction: ``"cell"``: ``(b,)`` per cell; ``"sum"``: the batch total, by a
+                faster route (see ``softmax_nb_log_likelihood``).
+
+        Returns:
+            Log-likelihoods, summed over genes.
+        """
+        return softmax_nb_log_likelihood(
+            batch["counts"],
+            generative_outputs["px_logits"],
+            generative_outputs["log_library"],
+            generative_outputs["log_theta"],
+            log_factorial=batch.get("log_factorial"),
+            reduction=reduction,
+        )
+
+
+class _EpochMeans:
+    """Running batch-size-weighted sums of a few scalars, read once per epoch.
+
+    Logging through ``self.log`` on every step costs more than a small model's step on a
+    CPU; accumulating detached tensors and logging the means at epoch end gives the same
+    numbers as ``on_step=False, on_epoch=True``.
+    """
+
+    def __init__(self) -> None:
+        self.sums: torch.Tensor | None = None
+        self.count = 0
+        self.names: tuple[str, ...] = ()
+
+    def reset(self) -> None:
+        self.sums = None
+        self.count = 0
+
+    def add(self, values: dict[str, torch.Tensor], n: int) -> None:
+        stacked = torch.stack([v.detach() for v in values.values()]) * n
+        if self.sums is None:
+            self.sums = stacked
+            self.names = tuple(values)
+        else:
+            self.sums += stacked
+        self.count += n
+
+    def means(self) -> dict[str, torch.Tensor]:
+        if self.sums is None or self.count == 0:
+            return {}
+        return dict(zip(self.names, self.sums / self.count, strict=True))
+
+
+class BaseVAE(L.LightningModule):
+    """Lightning training plan shared by the single-cell VAEs.
+
+    Subclasses take only JSON-serialisable hyperparameters in ``__init__``, call
+    ``self.save_hyperparameters()`` and set ``self.module`` to a ``VAEModule``. They must
+    accept ``n_genes``, ``bio_categories``, ``tech_categories``, ``beta_max``,
+    ``kl_warmup_epochs``, ``learning_rate``, ``weight_decay`` and ``optimizer``.
+
+    Logged once per epoch: ``train/loss``, ``train/reconstruction``, ``train/kl``,
+    ``kl_weight``, ``val/loss``, ``val/reconstruction``, ``val/kl``, plus each entry of
+    ``LossOutput.extra`` as ``train/<name>`` and ``val/<name>``.
+    """
+
+    registry_name: ClassVar[str] = ""
+    module: VAEModule
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._train_means = _EpochMeans()
+        self._val_means = _EpochMeans()
+
+    # ---- covariates -----------------------------------------------------------------
+
+    @property
+    def encoders(self) -> dict[str, CovariateEncoder]:
+        """``{"bio": ..., "tech": ...}`` encoders of the training covariates."""
+        return {
+            "bio": CovariateEncoder.from_dict(self.hparams.get("bio_categories") or {}),
+            "tech": CovariateEncoder.from_dict(self.hparams.get("tech_categories") or {}),
+        }
+
+    def make_tensors(
+        self,
+        adata: AnnData,
+        counts_layer: str | None = "counts",
+        device: str | torch.device = "cpu",
+    ) -> CountsTensors:
+        """Tensors of ``adata`` encoded with this model's covariate categories."""
+        return CountsTensors.from_anndata(
+            adata, counts_layer, encoders=self.encoders, device=device
+        )
+
+    @classmethod
+    def from_anndata(
+        cls,
+        adata: AnnData,
+        params: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> Self:
+        """Build a model for ``adata`` from a flat parameter dict.
+
+        ``params`` holds the constructor's hyperparameters plus ``bio_keys`` and
+        ``tech_keys`` (obs columns); ``n_genes`` and the category lists are taken from
+        ``adata``.
+
+        Args:
+            adata: The training data.
+            params: Hyperparameters, e.g. a Kedro parameter block.
+            **overrides: Hyperparameters that take precedence over ``params``.
+
+        Returns:
+            An untrained model.
+
+        Raises:
+            TypeError: A parameter is not a hyperparameter of this model; the message lists
+                the valid names.
+        """
+        values = {**(params or {}), **overrides}
+        bio_keys = list(values.pop("bio_keys", []) or [])
+        tech_keys = list(values.pop("tech_keys", []) or [])
+        valid = cls.hyperparameter_names()
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__} has no hyperparameter(s) {unknown}; valid: "
+                f"{sorted({*valid, 'bio_keys', 'tech_keys'} - {'n_genes'})}"
+            )
+        return cls(
+            n_genes=adata.n_vars,
+            bio_categories=CovariateEncoder.fit(adata.obs, bio_keys).to_dict(),
+            tech_categories=CovariateEncoder.fit(adata.obs, tech_keys).to_dict(),
+            **values,
+        )
+
+    @classmethod
+    def hyperparameter_names(cls) -> list[str]:
+        """Names of the constructor's hyperparameters."""
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    # ---- training -------------------------------------------------------------------
+
+    @property
+    def kl_weight(self) -> float:
+        """``beta_max``, reached linearly over ``kl_warmup_epochs`` epochs from 0."""
+        beta_max = float(self.hparams.beta_max)
+        warmup = int(self.hparams.kl_warmup_epochs)
+        if warmup <= 0:
+            return beta_max
+        return beta_max * min(1.0, self.current_epoch / warmup)
+
+    def forward(self, batch: Batch) -> LossOutput:
+        """The loss of a batch at the current KL weight."""
+        return self.module(batch, kl_weight=self.kl_weight)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """One optimisation step's loss; metrics are accumulated for the epoch."""
+        output = self.module(batch, kl_weight=self.kl_weight)
+        self._train_means.add(_metrics(output), batch["counts"].shape[0])
+        return output.loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Validation loss of a batch; metrics are accumulated for the epoch."""
+        output = self.module(batch, kl_weight=self.kl_weight)
+        self._val_means.add(_metrics(output), batch["counts"].shape[0])
+        return output.loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_means.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_means.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_means("train", self._train_means)
+        self.log("kl_weight", self.kl_weight, on_step=False, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_means("val", self._val_means)
+
+    def _log_means(self, stage: str, means: _EpochMeans) -> None:
+        sync = self.trainer.world_size > 1
+        for name, value in means.means().items():
+            self.log(
+                f"{stage}/{name}",
+                value,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=name == "loss",
+                sync_dist=sync,
+            )
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam or AdamW over the trainable parameters (frozen parts are left out)."""
+        name = str(self.hparams.optimizer).lower()
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+        if name not in optimizers:
+            raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {name!r}")
+        return optimizers[name](
+            [p for p in self.parameters() if p.requires_grad],
+            lr=self.hparams.learning_rate,
+            weight_decay=self.hparams.weight_decay,
+            eps=ADAM_EPS,
+        )
+
+    # ---- inference ------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def get_latent(
+        self,
+        data: CountsTensors | AnnData,
+        batch_size: int = 1024,
+        counts_layer: str | None = "counts",
+    ) -> dict[str, np.ndarray]:
+        """Posterior means of every cell, in eval mode, batch by batch.
+
+        Args:
+            data: Tensors, or an AnnData encoded with this model's categories.
+            batch_size: Cells per forward pass (bounds the memory used).
+            counts_layer: Layer of raw counts when ``data`` is an AnnData.
+
+        Returns:
+            ``(n_cells, d)`` float32 arrays keyed by ``module.latent_keys``.
+        """
+        chunks: dict[str, list[np.ndarray]] = {key: [] for key in self.module.latent_keys}
+        for batch in self._eval_batches(data, batch_size, counts_layer):
+            latent = self.module.latent(self.module.inference(batch, sample=False))
+            for key, value in latent.items():
+                chunks[key].append(value.float().cpu().numpy())
+        return {key: _concatenate(parts) for key, parts in chunks.items()}
+
+    @torch.inference_mode()
+    def reconstruction_error(
+        self,
+        data: CountsTensors | AnnData,
+        batch_size: int = 1024,
+        counts_layer: str | None = "counts",
+    ) -> np.ndarray:
+        """Negative log-likelihood of each cell's counts at its posterior mean.
+
+        Args:
+            data: Tensors, or an AnnData encoded with this model's categories.
+            batch_size: Cells per forward pass.
+            counts_layer: Layer of raw counts when ``data`` is an AnnData.
+
+        Returns:
+            ``(n_cells,)`` float64 NLLs, summed over genes.
+        """
+        parts = []
+        for batch in self._eval_batches(data, batch_size, counts_layer):
+            inference_outputs = self.module.inference(batch, sample=False)
+            generative_outputs = self.module.generative(
+                **self.module.generative_inputs(batch, inference_outputs)
+            )
+            nll = -self.module.reconstruction_log_likelihood(batch, generative_outputs)
+            parts.append(nll.double().cpu().numpy())
+        return _concatenate(parts)
+
+    def _eval_batches(
+        self, data: CountsTensors | AnnData, batch_size: int, counts_layer: str | None
+    ) -> Iterator[Batch]:
+        was_training = self.training
+        self.eval()
+        try:
+            for tensors in _tensor_chunks(self, data, batch_size, counts_layer):
+                for start in range(0, tensors.n_obs, batch_size):
+                    batch = tensors.slice(start, min(start + batch_size, tensors.n_obs))
+                    yield {key: batch[key].to(self.device) for key in BATCH_KEYS}
+        finally:
+            self.train(was_training)
+
+
+def _metrics(output: LossOutput) -> dict[str, torch.Tensor]:
+    return {
+        "loss": output.loss,
+        "reconstruction": output.reconstruction,
+        "kl": output.kl,
+        **output.extra,
+    }
+
+
+def _tensor_chunks(
+    model: BaseVAE, data: CountsTensors | AnnData, batch_size: int, counts_layer: str | None
+) -> Iterator[CountsTensors]:
+    if isinstance(data, CountsTensors):
+        yield data
+        return
+    # Converting an AnnData chunk by chunk keeps memory bounded for large, sparse data.
+    chunk = max(batch_size, 16384)
+    for start in range(0, data.n_obs, chunk):
+        view = data[start : min(start + chunk, data.n_obs)]
+        yield model.make_tensors(view, counts_layer)
+
+
+def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.empty((0,), dtype=np.float32)

@@ -1,0 +1,367 @@
+"""Building blocks shared by the models: MLPs, a Gaussian encoder, an NB decoder, priors.
+
+The layer recipe follows scvi-tools' ``FCLayers`` so that models built from these blocks
+match scVI at equal settings: ``Linear -> BatchNorm(momentum=0.01, eps=0.001) ->
+LayerNorm (no affine) -> activation -> Dropout``, with optional covariates concatenated
+to the input of the first layer or of every layer.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+NormPlacement = Literal["both", "encoder", "decoder", "none"]
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+}
+
+
+def activation_module(name: str) -> nn.Module:
+    """An activation layer by name (``relu``, ``leaky_relu``, ``elu``, ``gelu``, ...)."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+def norm_flags(placement: bool | NormPlacement) -> tuple[bool, bool]:
+    """``(in encoder, in decoder)`` from a bool or scvi-style placement string."""
+    if isinstance(placement, bool):
+        return placement, placement
+    if placement not in ("both", "encoder", "decoder", "none"):
+        raise ValueError(
+            f"norm placement must be a bool or 'both', 'encoder', 'decoder', 'none'; "
+            f"got {placement!r}"
+        )
+    return placement in ("both", "encoder"), placement in ("both", "decoder")
+
+
+class MLP(nn.Module):
+    """Fully connected layers, each ``Linear -> [BatchNorm] -> [LayerNorm] -> act -> [Dropout]``.
+
+    Args:
+        n_in: Input width.
+        n_out: Output width (of the last layer, which is activated too).
+        n_hidden: Width of the layers in between.
+        n_layers: Number of layers (>= 1).
+        n_covariates: Width of a covariate vector concatenated to the layer inputs.
+        inject_covariates: Concatenate covariates to every layer's input, not just the
+            first one's.
+        batch_norm: Use ``BatchNorm1d`` after each linear map.
+        layer_norm: Use an affine-free ``LayerNorm`` after each linear map.
+        activation: Activation name.
+        dropout: Dropout rate after each activation (0 disables it).
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        *,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        n_covariates: int = 0,
+        inject_covariates: bool = True,
+        batch_norm: bool = True,
+        layer_norm: bool = False,
+        activation: str = "relu",
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be at least 1, got {n_layers}")
+        self.n_covariates = n_covariates
+        self.inject_covariates = inject_covariates
+        widths = [n_in] + [n_hidden] * (n_layers - 1) + [n_out]
+        self.layers = nn.ModuleList(
+            _layer(
+                widths[i] + (n_covariates if self._injects(i) else 0),
+                widths[i + 1],
+                batch_norm=batch_norm,
+                layer_norm=layer_norm,
+                activation=activation,
+                dropout=dropout,
+            )
+            for i in range(n_layers)
+        )
+
+    def _injects(self, layer: int) -> bool:
+        return self.n_covariates > 0 and (layer == 0 or self.inject_covariates)
+
+    def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the layers.
+
+        Args:
+            x: ``(b, n_in)`` inputs.
+            covariates: ``(b, n_covariates)`` covariates; required when ``n_covariates``.
+
+        Returns:
+            ``(b, n_out)`` outputs.
+        """
+        for i, layer in enumerate(self.layers):
+            if self._injects(i):
+                x = torch.cat((x, covariates), dim=-1)
+            x = layer(x)
+        return x
+
+
+def _layer(
+    n_in: int,
+    n_out: int,
+    *,
+    batch_norm: bool,
+    layer_norm: bool,
+    activation: str,
+    dropout: float,
+) -> nn.Sequential:
+    parts: list[nn.Module] = [nn.Linear(n_in, n_out)]
+    if batch_norm:
+        # scVI's values (from the original TensorFlow implementation).
+        parts.append(nn.BatchNorm1d(n_out, momentum=0.01, eps=0.001))
+    if layer_norm:
+        parts.append(nn.LayerNorm(n_out, elementwise_affine=False))
+    parts.append(activation_module(activation))
+    if dropout > 0:
+        parts.append(nn.Dropout(p=dropout))
+    return nn.Sequential(*parts)
+
+
+class GaussianEncoder(nn.Module):
+    """Maps inputs to the mean and variance of a diagonal Gaussian posterior.
+
+    Args:
+        n_in: Input width.
+        n_latent: Latent dimensions.
+        n_hidden: Hidden width.
+        n_layers: Hidden layers.
+        n_covariates: Covariate width (see ``MLP``).
+        inject_covariates: Covariates at every layer, not just the first.
+        batch_norm: Batch norm in hidden layers.
+        layer_norm: Layer norm in hidden layers.
+        activation: Activation name.
+        dropout: Dropout rate in hidden layers.
+        var_eps: Floor added to the variance.
+        max_log_var: Upper clamp of the log-variance before ``exp``.
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_latent: int,
+        *,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        n_covariates: int = 0,
+        inject_covariates: bool = True,
+        batch_norm: bool = True,
+        layer_norm: bool = False,
+        activation: str = "relu",
+        dropout: float = 0.1,
+        var_eps: float = 1e-4,
+        max_log_var: float = 15.0,
+    ) -> None:
+        super().__init__()
+        self.var_eps = var_eps
+        self.max_log_var = max_log_var
+        self.hidden = MLP(
+            n_in,
+            n_hidden,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            n_covariates=n_covariates,
+            inject_covariates=inject_covariates,
+            batch_norm=batch_norm,
+            layer_norm=layer_norm,
+            activation=activation,
+            dropout=dropout,
+        )
+        self.mean = nn.Linear(n_hidden, n_latent)
+        self.log_var = nn.Linear(n_hidden, n_latent)
+
+    def forward(
+        self, x: torch.Tensor, covariates: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters.
+
+        Args:
+            x: ``(b, n_in)`` inputs.
+            covariates: ``(b, n_covariates)`` covariates, if any.
+
+        Returns:
+            ``(mean, var)``, each ``(b, n_latent)``.
+        """
+        h = self.hidden(x, covariates)
+        # Clamping keeps exp() finite early in training, when the variance head is wild.
+        var = torch.exp(self.log_var(h).clamp(max=self.max_log_var)) + self.var_eps
+        return self.mean(h), var
+
+
+class NBDecoder(nn.Module):
+    """Maps latents to the logits of the per-gene frequencies of a negative binomial.
+
+    The frequencies are ``softmax(logits)`` over genes and the means are the frequencies
+    times the observed library size: ``log mu = log_softmax(logits) + log_library``. The
+    decoder returns the logits and leaves the softmax to the likelihood, which fuses it.
+
+    Args:
+        n_latent: Latent width.
+        n_genes: Number of genes.
+        n_hidden: Hidden width.
+        n_layers: Hidden layers.
+        n_covariates: Covariate width injected into the hidden layers.
+        inject_covariates: Covariates at every layer, not just the first.
+        batch_norm: Batch norm in hidden layers.
+        layer_norm: Layer norm in hidden layers.
+        activation: Activation name.
+        dropout: Dropout rate in hidden layers (scVI uses 0 in its decoder).
+    """
+
+    def __init__(
+        self,
+        n_latent: int,
+        n_genes: int,
+        *,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        n_covariates: int = 0,
+        inject_covariates: bool = True,
+        batch_norm: bool = True,
+        layer_norm: bool = False,
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.hidden = MLP(
+            n_latent,
+            n_hidden,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            n_covariates=n_covariates,
+            inject_covariates=inject_covariates,
+            batch_norm=batch_norm,
+            layer_norm=layer_norm,
+            activation=activation,
+            dropout=dropout,
+        )
+        self.frequencies = nn.Linear(n_hidden, n_genes)
+
+    def forward(self, z: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        """Frequency logits.
+
+        Args:
+            z: ``(b, n_latent)`` latents.
+            covariates: ``(b, n_covariates)`` covariates, if any.
+
+        Returns:
+            ``(b, n_genes)`` logits.
+        """
+        return self.frequencies(self.hidden(z, covariates))
+
+
+def nb_log_mean(logits: torch.Tensor, log_library: torch.Tensor) -> torch.Tensor:
+    """``log mu = log_softmax(logits) + log_library``: the NB decoder's log-means."""
+    return torch.log_softmax(logits, dim=-1) + log_library
+
+
+class GeneDispersion(nn.Module):
+    """Learned per-gene inverse dispersion ``theta = exp(log_theta)``.
+
+    Args:
+        n_genes: Number of genes.
+    """
+
+    def __init__(self, n_genes: int) -> None:
+        super().__init__()
+        # scVI's initialisation: a standard normal draw per gene.
+        self.log_theta = nn.Parameter(torch.randn(n_genes))
+
+    def forward(self) -> torch.Tensor:
+        """The ``(n_genes,)`` log inverse dispersions."""
+        return self.log_theta
+
+
+class ConditionalGaussianPrior(nn.Module):
+    """A diagonal Gaussian prior whose parameters are an MLP of covariates.
+
+    The log-variance is always a function of the covariates; the mean is too when
+    ``learn_mean`` (else 0), sharing the hidden layers with the variance head. Without
+    covariates (``n_covariates == 0``) this is the standard normal and has no parameters.
+
+    Args:
+        n_covariates: Width of the one-hot covariates.
+        n_latent: Latent dimensions.
+        n_hidden: Hidden width.
+        n_layers: Linear maps from covariates to each output (hidden layers + 1).
+        learn_mean: Learn the mean instead of fixing it at 0.
+        batch_norm: Batch norm in hidden layers.
+        activation: Activation name.
+        dropout: Dropout rate in hidden layers.
+        var_eps: Floor added to the variance.
+    """
+
+    def __init__(
+        self,
+        n_covariates: int,
+        n_latent: int,
+        *,
+        n_hidden: int = 128,
+        n_layers: int = 2,
+        learn_mean: bool = False,
+        batch_norm: bool = False,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        var_eps: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        self.n_covariates = n_covariates
+        self.n_latent = n_latent
+        self.learn_mean = learn_mean
+        self.var_eps = var_eps
+        if n_covariates == 0:
+            return
+        if n_layers > 1:
+            self.hidden: nn.Module = MLP(
+                n_covariates,
+                n_hidden,
+                n_hidden=n_hidden,
+                n_layers=n_layers - 1,
+                batch_norm=batch_norm,
+                activation=activation,
+                dropout=dropout,
+            )
+            head_in = n_hidden
+        else:
+            self.hidden = nn.Identity()
+            head_in = n_covariates
+        self.log_var = nn.Linear(head_in, n_latent)
+        self.mean = nn.Linear(head_in, n_latent) if learn_mean else None
+
+    @property
+    def is_standard_normal(self) -> bool:
+        """Whether the prior is N(0, I) (no covariates)."""
+        return self.n_covariates == 0
+
+    def forward(self, covariates: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Prior parameters.
+
+        Args:
+            covariates: ``(b, n_covariates)`` one-hot covariates.
+
+        Returns:
+            ``(mean, var)``, each ``(b, n_latent)``; ``None`` stands for 0 (mean) and 1
+            (variance), so the KL can take its cheaper standard-normal form.
+        """
+        if self.is_standard_normal:
+            return None, None
+        h = self.hidden(covariates)
+        var = torch.exp(self.log_var(h)) + self.var_eps
+        mean = self.mean(h) if self.mean is not None else None
+        return mean, var
