@@ -22,6 +22,7 @@ from kedro.io.core import PROTOCOL_DELIMITER, DatasetError, Version, generate_ti
 
 from omics_vae.datasets import H5ADDataset
 from omics_vae.pipelines.data_processing.params import DataProcessingParams
+from omics_vae.settings import CONFIG_LOADER_ARGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FIGSHARE_PANCREAS_URL = "https://figshare.com/ndownloader/files/24539828"
@@ -608,8 +609,7 @@ class TestPancreasEnvironment:
         monkeypatch.chdir(tmp_path)
         return OmegaConfigLoader(
             conf_source=str(PROJECT_ROOT / "conf"),
-            base_env="base",
-            default_run_env="pancreas",
+            **{**CONFIG_LOADER_ARGS, "default_run_env": "pancreas"},
         )
 
     def test_raw_counts_is_the_cached_figshare_file(self, config):
@@ -628,3 +628,7 @@ class TestPancreasEnvironment:
         assert params.counts_layer == "counts"
         assert params.batch_key == "tech"
         assert params.cell_type_key == "celltype"
+        assert params.hvg.n_top_genes == 2000
+        # Keys the environment leaves out keep the base values (soft merge).
+        assert params.hvg.flavor == "seurat_v3"
+        assert params.qc.min_genes_per_cell == 200

@@ -28,13 +28,13 @@ class NormalisationParams(StrictModel):
 class HVGParams(StrictModel):
     """Highly variable genes; ``seurat_v3`` reads raw counts and needs scikit-misc."""
 
-    n_top_genes: int = Field(2000, gt=0)
+    n_top_genes: int = Field(1500, gt=0)
     flavor: Literal["seurat_v3", "seurat", "cell_ranger"] = "seurat_v3"
     span: float = Field(
         0.3, gt=0, le=1, description="seurat_v3: fraction of genes in each LOESS window."
     )
     subset: bool = Field(
-        False, description="Keep only the highly variable genes in the model input."
+        True, description="Keep only the highly variable genes in the model input."
     )
 
 
