@@ -98,7 +98,9 @@ def test_resume_without_a_previous_run_names_the_fix(model_input, training_param
         ),
         (lambda p, a: a.layers.pop("counts"), r"no layers\['counts'\]"),
         (
-            lambda p, a: a.obs.__setitem__("split", a.obs["split"].replace("val", "train")),
+            lambda p, a: a.obs.__setitem__(
+                "split", a.obs["split"].astype(str).replace("val", "train")
+            ),
             "'val' split has no cells",
         ),
         (lambda p, a: p["trainer"].update(batch_size=10_000), "batch_size = 10000 exceeds"),
