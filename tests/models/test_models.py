@@ -327,3 +327,21 @@ def test_counts_tensors_from_a_model_use_its_categories(adata):
     assert isinstance(tensors, CountsTensors)
     assert tensors.tech.shape == (subset.n_obs, 2)
     np.testing.assert_array_equal(tensors.tech[:, 1].numpy(), 1.0)
+
+
+def test_lightning_checkpoints_carry_the_loader_state(adata, tmp_path):
+    model = build(SCVIVAE, adata)
+    loader = InMemoryBatchLoader(model.make_tensors(adata), batch_size=32, seed=5)
+    fit = L.Trainer(
+        max_epochs=2,
+        enable_progress_bar=False,
+        logger=False,
+        default_root_dir=tmp_path,
+        enable_model_summary=False,
+    )
+    fit.fit(model, loader)
+    path = tmp_path / "two_epochs.ckpt"
+    fit.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=False)
+    states = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert states == [{"seed": 5, "epoch": 1, "batches_yielded": len(loader)}]

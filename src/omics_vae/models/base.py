@@ -28,13 +28,16 @@ from omics_vae.data.tensors import (
     CountsTensors,
     CovariateEncoder,
 )
+from omics_vae.models.allocator import tune_cpu_allocator
 from omics_vae.models.distributions import softmax_nb_log_likelihood
 
 Batch = dict[str, torch.Tensor]
 OptimizerName = Literal["adam", "adamw"]
 
-# Adam's epsilon in scvi-tools' training plan; larger than torch's 1e-8 default, which
-# damps the first steps of the rarely-updated dispersion and covariate weights.
+_FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+# Adam's epsilon in scvi-tools' training plan (torch's default is 1e-8), kept for equal
+# optimisation at equal settings.
 ADAM_EPS = 0.01
 
 
@@ -176,6 +179,8 @@ class BaseVAE(L.LightningModule):
     """
 
     registry_name: ClassVar[str] = ""
+    # Raise glibc's malloc thresholds when fitting on a CPU (see models.allocator).
+    tune_allocator: ClassVar[bool] = True
     module: VAEModule
 
     def __init__(self) -> None:
@@ -304,17 +309,24 @@ class BaseVAE(L.LightningModule):
                 sync_dist=sync,
             )
 
+    def on_fit_start(self) -> None:
+        if self.tune_allocator and self.device.type == "cpu":
+            tune_cpu_allocator()
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam or AdamW over the trainable parameters (frozen parts are left out)."""
         name = str(self.hparams.optimizer).lower()
         optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
         if name not in optimizers:
             raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {name!r}")
+        parameters = [p for p in self.parameters() if p.requires_grad]
         return optimizers[name](
-            [p for p in self.parameters() if p.requires_grad],
+            parameters,
             lr=self.hparams.learning_rate,
             weight_decay=self.hparams.weight_decay,
             eps=ADAM_EPS,
+            # One fused kernel instead of ~10 small ops per parameter tensor and step.
+            fused=all(p.device.type in _FUSED_ADAM_DEVICES for p in parameters) or None,
         )
 
     # ---- inference ------------------------------------------------------------------
