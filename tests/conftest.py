@@ -16,15 +16,14 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 # What a `kedro run` needs from the project; outputs, caches and environments stay behind.
 _PROJECT_PARTS = ("conf", "src", "pyproject.toml", ".telemetry", "notebooks")
+_LEFT_BEHIND = shutil.ignore_patterns("local", ".ipynb*", "__pycache__", "*.egg-info")
 
 
 def _copy_project(destination: Path) -> Path:
     for part in _PROJECT_PARTS:
         source = PROJECT_ROOT / part
         if source.is_dir():
-            shutil.copytree(
-                source, destination / part, ignore=shutil.ignore_patterns("local", ".ipynb*", "__pycache__", "*.egg-info")
-            )
+            shutil.copytree(source, destination / part, ignore=_LEFT_BEHIND)
         elif source.exists():
             shutil.copy2(source, destination / part)
     (destination / "conf" / "local").mkdir(exist_ok=True)

@@ -7,8 +7,8 @@ import platform
 from importlib.metadata import version
 from typing import Any
 
-import matplotlib.pyplot as plt
 import lightning as L
+import matplotlib.pyplot as plt
 import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
