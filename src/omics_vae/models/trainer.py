@@ -54,6 +54,9 @@ class FitSettings:
         monitor: Metric for early stopping and for choosing the best checkpoint.
         fast_dev_run: Lightning's smoke test (one batch of each loop, nothing saved).
         enable_progress_bar: ``None`` shows it only on an interactive terminal.
+        num_threads: CPU threads for torch; ``None`` keeps torch's default (all cores).
+            Set it when several trainings share a machine: small models slow down
+            many-fold when their threads outnumber the free cores.
         checkpoint_dir: Folder of the Lightning checkpoints of every run (one
             sub-folder each); ``resume_from: last`` continues the newest.
         resume_from: ``None`` (train afresh), ``"last"`` or a checkpoint path.
@@ -74,6 +77,7 @@ class FitSettings:
     monitor: str = "val/loss"
     fast_dev_run: bool | int = False
     enable_progress_bar: bool | None = None
+    num_threads: int | None = None
     checkpoint_dir: str = "data/06_models/lightning"
     resume_from: str | None = None
 
@@ -186,6 +190,8 @@ def fit(
     Returns:
         The trained model (best epoch), its history and run facts.
     """
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
     L.seed_everything(settings.seed, workers=True, verbose=False)
     run_dir, resume_path = _run_dir_and_resume_path(settings)
     history = EpochHistoryLogger()

@@ -48,6 +48,7 @@ class TrainerParams(StrictModel):
     deterministic: bool = False
     fast_dev_run: bool | int = False
     enable_progress_bar: bool | None = None
+    num_threads: int | None = Field(None, gt=0)
 
 
 class TrainingParams(StrictModel):
