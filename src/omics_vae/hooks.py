@@ -27,13 +27,15 @@ class ParameterValidationHooks:
         validate_parameters(context.params, PARAMETER_SCHEMAS)
 
 
-class MlflowArtifactHooks:
-    """Logs a saved file to the active MLflow run when its catalog entry asks for it.
+class MlflowLineageHooks:
+    """Puts a run's files and lineage into the active MLflow run.
 
-    A catalog entry opts in with ``metadata: {mlflow: {artifact_path: <folder>}}``. The
-    file logged is the one this run wrote, in its version folder. (kedro-mlflow's
-    ``MlflowArtifactDataset`` wrapper is not used for versioned files: under Kedro 1.x
-    its inner dataset gets a save version of its own, which the catalog refuses.)
+    - A catalog entry with ``metadata: {mlflow: {artifact_path: <folder>}}`` has the file
+      it just saved (in its version folder) logged as an artefact. kedro-mlflow's
+      ``MlflowArtifactDataset`` wrapper is not used for versioned files: under Kedro 1.x
+      its inner dataset gets a save version of its own, which the catalog refuses.
+    - After training, the run is tagged with the model name, the data's content
+      fingerprint and the Kedro version of ``model_input`` it was trained on.
     """
 
     def __init__(self) -> None:
@@ -45,50 +47,34 @@ class MlflowArtifactHooks:
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
-        artifact_path = self._artifact_path(dataset_name)
+        dataset = self._dataset(dataset_name)
+        metadata = getattr(dataset, "metadata", None) or {}
+        artifact_path = (metadata.get("mlflow") or {}).get("artifact_path")
         run = mlflow.active_run()
         if artifact_path is None or run is None:
             return
-        dataset = self._catalog.get(dataset_name)
         mlflow.MlflowClient().log_artifact(
-            run.info.run_id, str(saved_file(dataset)), artifact_path=artifact_path
+            run.info.run_id, saved_file(dataset), artifact_path=artifact_path
         )
-
-    def _artifact_path(self, dataset_name: str) -> str | None:
-        if self._catalog is None or dataset_name not in self._catalog:
-            return None
-        metadata = getattr(self._catalog.get(dataset_name), "metadata", None) or {}
-        return (metadata.get("mlflow") or {}).get("artifact_path")
-
-
-class MlflowTrainingTagsHooks:
-    """Tags the MLflow run with what was trained on which data, for lineage."""
-
-    def __init__(self) -> None:
-        self._catalog = None
-
-    @hook_impl
-    def after_catalog_created(self, catalog) -> None:
-        self._catalog = catalog
 
     @hook_impl
     def after_node_run(self, node, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
         summary = outputs.get("training_summary")
         if summary is None or mlflow.active_run() is None:
             return
-        tags = {
-            "model_name": summary["model"],
-            "data_fingerprint": summary["data_fingerprint"],
-        }
+        tags = {"model_name": summary["model"], "data_fingerprint": summary["data_fingerprint"]}
         data_version = self._load_version("model_input")
         if data_version:
             tags["data_version"] = data_version
         mlflow.set_tags(tags)
 
-    def _load_version(self, dataset_name: str) -> str | None:
+    def _dataset(self, dataset_name: str):
         if self._catalog is None or dataset_name not in self._catalog:
             return None
-        dataset = self._catalog.get(dataset_name)
+        return self._catalog.get(dataset_name)
+
+    def _load_version(self, dataset_name: str) -> str | None:
+        dataset = self._dataset(dataset_name)
         if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None:
             try:
                 return dataset.resolve_load_version()

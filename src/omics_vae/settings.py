@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from omics_vae.hooks import MlflowArtifactHooks, MlflowTrainingTagsHooks, ParameterValidationHooks
+from omics_vae.hooks import MlflowLineageHooks, ParameterValidationHooks
 
-HOOKS = (ParameterValidationHooks(), MlflowArtifactHooks(), MlflowTrainingTagsHooks())
+HOOKS = (ParameterValidationHooks(), MlflowLineageHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

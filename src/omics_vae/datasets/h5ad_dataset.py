@@ -15,7 +15,6 @@ import fsspec
 import h5py
 from anndata import AnnData
 from kedro.io.core import (
-    AbstractVersionedDataset,
     DatasetError,
     Version,
     get_filepath_str,
@@ -23,13 +22,14 @@ from kedro.io.core import (
 )
 
 from omics_vae.datasets._atomic import write_local_atomically, write_remote_atomically
+from omics_vae.datasets._fsspec import FsspecVersionedDataset
 
 # Keys of ``fs_args`` that configure fsspec's local whole-file cache ("filecache") rather
 # than the remote filesystem itself.
 CACHE_ARGS = ("cache_storage", "expiry_time", "check_files", "cache_check", "same_names")
 
 
-class H5ADDataset(AbstractVersionedDataset[AnnData, AnnData]):
+class H5ADDataset(FsspecVersionedDataset[AnnData, AnnData]):
     """``H5ADDataset`` loads and saves an AnnData object from and to an ``.h5ad`` file.
 
     Local files are read in place, so ``load_args: {backed: "r"}`` opens them without
@@ -167,23 +167,6 @@ class H5ADDataset(AbstractVersionedDataset[AnnData, AnnData]):
         else:
             self._save_remote(data, save_path)
         self._invalidate_cache()
-
-    def _exists(self) -> bool:
-        try:
-            load_path = get_filepath_str(self._get_load_path(), self._protocol)
-        except DatasetError:
-            return False
-
-        return self._fs.exists(load_path)
-
-    def _release(self) -> None:
-        super()._release()
-        self._invalidate_cache()
-
-    def _invalidate_cache(self) -> None:
-        """Invalidate underlying filesystem caches."""
-        filepath = get_filepath_str(self._filepath, self._protocol)
-        self._fs.invalidate_cache(filepath)
 
     def _check_backed_is_local(self) -> None:
         if self._load_args.get("backed") and self._protocol != "file" and not self._cache_args:

@@ -15,7 +15,6 @@ import fsspec
 import lightning
 import torch
 from kedro.io.core import (
-    AbstractVersionedDataset,
     DatasetError,
     Version,
     get_filepath_str,
@@ -25,13 +24,14 @@ from lightning import LightningModule
 
 import omics_vae
 from omics_vae.datasets._atomic import write_local_atomically, write_remote_atomically
+from omics_vae.datasets._fsspec import FsspecVersionedDataset
 from omics_vae.models.registry import get_model_class
 
 # Where the registry name sits in the checkpoint, beside Lightning's own keys.
 MODEL_NAME_KEY = "omics_vae_model"
 
 
-class LightningCheckpointDataset(AbstractVersionedDataset[LightningModule, LightningModule]):
+class LightningCheckpointDataset(FsspecVersionedDataset[LightningModule, LightningModule]):
     """``LightningCheckpointDataset`` saves and loads the project's Lightning models.
 
     The file is a Lightning-compatible checkpoint (``state_dict``, ``hyper_parameters``,
@@ -124,20 +124,6 @@ class LightningCheckpointDataset(AbstractVersionedDataset[LightningModule, Light
         else:
             write_remote_atomically(write, self._fs, save_path)
         self._invalidate_cache()
-
-    def _exists(self) -> bool:
-        try:
-            load_path = get_filepath_str(self._get_load_path(), self._protocol)
-        except DatasetError:
-            return False
-        return self._fs.exists(load_path)
-
-    def _release(self) -> None:
-        super()._release()
-        self._invalidate_cache()
-
-    def _invalidate_cache(self) -> None:
-        self._fs.invalidate_cache(get_filepath_str(self._filepath, self._protocol))
 
 
 def checkpoint_payload(model: LightningModule) -> dict[str, Any]:
