@@ -9,11 +9,14 @@ from torch import nn
 from omics_vae.models.components import (
     MLP,
     ConditionalGaussianPrior,
+    FastLinear,
     GaussianEncoder,
     GeneDispersion,
     NBDecoder,
+    linear,
     nb_log_mean,
     norm_flags,
+    onednn_usable,
 )
 
 
@@ -93,3 +96,37 @@ def test_conditional_prior_depends_on_covariates(n_layers, learn_mean):
     assert not torch.allclose(var[0], var[1])
     assert (mean is not None) == learn_mean
     assert linear_in_features(prior)[0] == 3
+
+
+@pytest.mark.skipif(not onednn_usable(), reason="this torch build has no oneDNN")
+def test_fast_linear_matches_nn_linear_with_gradients():
+    torch.manual_seed(0)
+    fast = FastLinear(300, 250)
+    reference = nn.Linear(300, 250)
+    reference.load_state_dict(fast.state_dict())
+    x = torch.randn(17, 300, requires_grad=True)
+    out, expected = fast(x), reference(x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-4)
+    upstream = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, fast.weight, fast.bias), upstream)
+    expected_grads = torch.autograd.grad(expected, (x, reference.weight, reference.bias), upstream)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-4)
+
+
+def test_fast_linear_skips_frozen_weights_and_falls_back_off_float32():
+    fast = FastLinear(300, 250)
+    fast.weight.requires_grad_(False)
+    x = torch.randn(4, 300, requires_grad=True)
+    fast(x).sum().backward()
+    assert fast.weight.grad is None
+    assert fast.bias.grad is not None
+    double = FastLinear(300, 250).double()
+    assert double(torch.randn(4, 300, dtype=torch.float64)).dtype == torch.float64
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fast(torch.randn(4, 300)).dtype == torch.bfloat16
+
+
+def test_only_large_linear_maps_are_fast():
+    assert type(linear(2000, 128)) is FastLinear
+    assert type(linear(128, 128)) is nn.Linear

@@ -79,10 +79,13 @@ def log_rising_factorial_sum(x: torch.Tensor, theta: torch.Tensor) -> torch.Tens
     # exceed[g, k] = number of cells with count > k, for k < table.
     exceed = n_cells - histogram[:, :table].cumsum(dim=1)
     total = torch.sum(exceed * torch.log(theta.unsqueeze(1) + steps.to(theta.dtype)))
-    if bool(histogram[:, table].any()):
-        rows, genes = (x > table).nonzero(as_tuple=True)
-        big_theta = theta[genes]
-        above = torch.lgamma(x[rows, genes] + big_theta) - torch.lgamma(table + big_theta)
+    # Counts above the table: only scan the few genes that have any.
+    big_genes = histogram[:, table].nonzero().squeeze(1)
+    if big_genes.numel():
+        columns = x.index_select(1, big_genes)
+        rows, cols = (columns > table).nonzero(as_tuple=True)
+        big_theta = theta[big_genes[cols]]
+        above = torch.lgamma(columns[rows, cols] + big_theta) - torch.lgamma(table + big_theta)
         total = total + above.sum()
     return total
 
@@ -103,7 +106,7 @@ def _truncation_is_exact(clamped: torch.Tensor, truncated: torch.Tensor) -> bool
     pass; non-integer counts fail unless their fractions are too small to move a float32
     row sum, in which case truncating them changes the likelihood by as little.
     """
-    return torch.equal(clamped.sum(dim=-1), truncated.sum(dim=-1, dtype=clamped.dtype))
+    return torch.equal(clamped.sum(dim=-1), truncated.sum(dim=-1).to(clamped.dtype))
 
 
 class _SoftmaxNBTerms(torch.autograd.Function):
