@@ -345,3 +345,19 @@ def test_lightning_checkpoints_carry_the_loader_state(adata, tmp_path):
     checkpoint = torch.load(path, weights_only=False)
     states = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert states == [{"seed": 5, "epoch": 1, "batches_yielded": len(loader)}]
+
+
+@MODELS
+def test_loss_and_gradients_under_bfloat16_autocast(model_class, adata, tensors):
+    model = build(model_class, adata)
+    model.eval()  # no dropout, so both passes see the same network
+    batch = tensors.slice(0, 64)
+    exact = model.module(batch, sample=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.module(batch, sample=False)
+    assert mixed.loss.dtype == torch.float32
+    torch.testing.assert_close(mixed.loss, exact.loss, rtol=2e-2, atol=0.0)
+    mixed.loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads
+    assert all(torch.isfinite(g).all() for g in grads)

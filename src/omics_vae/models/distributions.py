@@ -66,6 +66,11 @@ def log_rising_factorial_sum(x: torch.Tensor, theta: torch.Tensor) -> torch.Tens
     Returns:
         Scalar sum.
     """
+    with torch.autocast(x.device.type, enabled=False):
+        return _log_rising_factorial_sum(x, theta)
+
+
+def _log_rising_factorial_sum(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     table = RISING_FACTORIAL_TABLE
     n_cells, n_genes = x.shape
     clamped = x.clamp(max=table)  # bin `table` collects every count >= table
@@ -128,6 +133,18 @@ class _SoftmaxNBTerms(torch.autograd.Function):
         log_library: torch.Tensor,
         log_theta: torch.Tensor,
     ) -> torch.Tensor:
+        # Mixed precision would run the products below in half precision.
+        with torch.autocast(x.device.type, enabled=False):
+            return _SoftmaxNBTerms._forward(ctx, x, logits, log_library, log_theta)
+
+    @staticmethod
+    def _forward(
+        ctx: Any,
+        x: torch.Tensor,
+        logits: torch.Tensor,
+        log_library: torch.Tensor,
+        log_theta: torch.Tensor,
+    ) -> torch.Tensor:
         theta = torch.exp(log_theta)
         log_mu = torch.log_softmax(logits, dim=-1).add_(log_library)
         mu = torch.exp(log_mu)
@@ -141,6 +158,11 @@ class _SoftmaxNBTerms(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        with torch.autocast(grad.device.type, enabled=False):
+            return _SoftmaxNBTerms._backward(ctx, grad.to(ctx.saved_tensors[1].dtype))
+
+    @staticmethod
+    def _backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, mu, theta_mu, log_theta_mu, theta, x_sum, log_library = ctx.saved_tensors
         ratio = torch.add(x, theta).div_(theta_mu)  # (x + theta) / (theta + mu)
         grad_logits = torch.mul(ratio, mu)  # a
