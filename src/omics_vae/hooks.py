@@ -11,12 +11,17 @@ from kedro.io import AbstractVersionedDataset
 
 from omics_vae.params import validate_parameters
 from omics_vae.pipelines.data_processing.params import DataProcessingParams
+from omics_vae.pipelines.embedding.params import EmbeddingParams
 from omics_vae.pipelines.training.params import TrainingParams
 
 logger = logging.getLogger(__name__)
 
 # The schema of each pipeline's parameter block, keyed by its top-level key.
-PARAMETER_SCHEMAS = {"data_processing": DataProcessingParams, "training": TrainingParams}
+PARAMETER_SCHEMAS = {
+    "data_processing": DataProcessingParams,
+    "training": TrainingParams,
+    "embedding": EmbeddingParams,
+}
 
 
 class ParameterValidationHooks:
@@ -35,7 +40,8 @@ class MlflowLineageHooks:
       ``MlflowArtifactDataset`` wrapper is not used for versioned files: under Kedro 1.x
       its inner dataset gets a save version of its own, which the catalog refuses.
     - After training, the run is tagged with the model name, the data's content
-      fingerprint and the Kedro version of ``model_input`` it was trained on.
+      fingerprint and the Kedro version of ``model_input`` it was trained on; after
+      embedding, the info record and the run get the versions of the checkpoint and data.
     """
 
     def __init__(self) -> None:
@@ -59,14 +65,33 @@ class MlflowLineageHooks:
 
     @hook_impl
     def after_node_run(self, node, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+        # Runs after the node returns and before its outputs are saved, so the info record
+        # written beside the embedding carries the versions too.
+        if "embedding_info" in outputs:
+            outputs["embedding_info"]["versions"] = {
+                "model": self._load_version("model"),
+                "model_input": self._load_version("model_input"),
+            }
+            self._tag_run(
+                {
+                    "embedding.model_version": self._load_version("model"),
+                    "embedding.data_fingerprint": outputs["embedding_info"]["data"]["fingerprint"],
+                }
+            )
         summary = outputs.get("training_summary")
-        if summary is None or mlflow.active_run() is None:
-            return
-        tags = {"model_name": summary["model"], "data_fingerprint": summary["data_fingerprint"]}
-        data_version = self._load_version("model_input")
-        if data_version:
-            tags["data_version"] = data_version
-        mlflow.set_tags(tags)
+        if summary is not None:
+            self._tag_run(
+                {
+                    "model_name": summary["model"],
+                    "data_fingerprint": summary["data_fingerprint"],
+                    "data_version": self._load_version("model_input"),
+                }
+            )
+
+    @staticmethod
+    def _tag_run(tags: dict[str, str | None]) -> None:
+        if mlflow.active_run() is not None:
+            mlflow.set_tags({key: value for key, value in tags.items() if value})
 
     def _dataset(self, dataset_name: str):
         if self._catalog is None or dataset_name not in self._catalog:

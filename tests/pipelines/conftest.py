@@ -1,4 +1,4 @@
-"""Tiny processed data and fast training parameters for the training tests."""
+"""Tiny processed data and fast training parameters for the model pipelines' tests."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 
 from omics_vae.data.simulate import simulate_counts
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

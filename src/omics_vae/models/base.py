@@ -179,6 +179,12 @@ class BaseVAE(L.LightningModule):
     """
 
     registry_name: ClassVar[str] = ""
+    # Which of ``get_latent``'s outputs is the batch-corrected embedding, and which (if
+    # any) holds the technical variation.
+    corrected_latent: ClassVar[str] = "z"
+    technical_latent: ClassVar[str | None] = None
+    # Whether biological covariates (e.g. cell-type labels) feed the model.
+    uses_bio_covariates: ClassVar[bool] = True
     # Raise glibc's malloc thresholds when fitting on a CPU (see models.allocator).
     tune_allocator: ClassVar[bool] = True
     module: VAEModule

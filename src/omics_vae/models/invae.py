@@ -277,6 +277,8 @@ class InVAE(BaseVAE):
     """
 
     registry_name: ClassVar[str] = "invae"
+    corrected_latent: ClassVar[str] = "z_i"
+    technical_latent: ClassVar[str | None] = "z_s"
     module: InVAEModule
 
     def __init__(

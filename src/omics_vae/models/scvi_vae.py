@@ -201,6 +201,7 @@ class SCVIVAE(BaseVAE):
     """
 
     registry_name: ClassVar[str] = "scvi_vae"
+    uses_bio_covariates: ClassVar[bool] = False
     module: SCVIVAEModule
 
     def __init__(

@@ -46,12 +46,14 @@ def train_model(
         fingerprint) for the model card.
     """
     config = validate_section("training", TrainingParams, params)
+    model_class = get_model_class(config.model)
     bio_keys, tech_keys = resolve_covariates(model_input, config)
+    if not model_class.uses_bio_covariates:
+        bio_keys = []
     check_training_input(model_input, config, bio_keys + tech_keys)
 
     # Seeded before the model exists, so its initial weights are reproducible too.
     L.seed_everything(config.seed, workers=True, verbose=False)
-    model_class = get_model_class(config.model)
     model = model_class.from_anndata(
         model_input,
         {
