@@ -99,12 +99,15 @@ def test_conditional_prior_depends_on_covariates(n_layers, learn_mean):
 
 
 @pytest.mark.skipif(not onednn_usable(), reason="this torch build has no oneDNN")
-def test_fast_linear_matches_nn_linear_with_gradients():
+@pytest.mark.parametrize(
+    ("n", "n_in", "n_out"), [(17, 300, 250), (64, 2003, 128), (200, 128, 2000)]
+)
+def test_fast_linear_matches_nn_linear_with_gradients(n, n_in, n_out):
     torch.manual_seed(0)
-    fast = FastLinear(300, 250)
-    reference = nn.Linear(300, 250)
+    fast = FastLinear(n_in, n_out)
+    reference = nn.Linear(n_in, n_out)
     reference.load_state_dict(fast.state_dict())
-    x = torch.randn(17, 300, requires_grad=True)
+    x = torch.randn(n, n_in, requires_grad=True)
     out, expected = fast(x), reference(x)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-4)
     upstream = torch.randn_like(out)
