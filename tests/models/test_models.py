@@ -361,3 +361,9 @@ def test_loss_and_gradients_under_bfloat16_autocast(model_class, adata, tensors)
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads
     assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_invae_learns_the_training_set_size_for_the_total_correlation(adata, tensors):
+    model = build(InVAE, adata, tc_weight=0.5)
+    trainer(1, limit_train_batches=2).fit(model, InMemoryBatchLoader(tensors, batch_size=32))
+    assert model.module.dataset_size == adata.n_obs

@@ -1,12 +1,20 @@
 """Latent-variable models of single-cell omics data, in torch and Lightning (no Kedro).
 
-- ``InVAE`` / ``InVAEModule``: inVAE, with biological and technical latents.
-- ``SCVIVAE`` / ``SCVIVAEModule``: a scVI-style baseline.
-- ``get_model_class(name)``: look a model up by its ``registry_name``.
+- ``InVAE`` / ``InVAEModule`` (registry name ``"invae"``): inVAE, with a biological
+  latent ``z_i`` and a technical latent ``z_s`` under covariate-conditioned priors.
+- ``SCVIVAE`` / ``SCVIVAEModule`` (``"scvi_vae"``): a scVI-style baseline.
+- ``get_model_class(name)`` / ``register_model``: the registry pipelines pick models from.
+
+Each ``*Module`` is a plain ``nn.Module`` with ``inference(batch)`` ->
+``generative(**generative_inputs(batch, inference_outputs))`` -> ``loss(...)`` returning a
+``LossOutput``; the Lightning classes wrap one, own the hyperparameters, KL warm-up and
+optimiser, and add ``get_latent`` and ``reconstruction_error``. Batches are the dicts of
+``omics_vae.data.tensors`` (keys in ``BATCH_KEYS``).
 
 Typical use::
 
-    from omics_vae.data.tensors import CountsTensors, InMemoryBatchLoader
+    import lightning as L
+    from omics_vae.data.tensors import InMemoryBatchLoader
     from omics_vae.models import get_model_class
 
     model = get_model_class("invae").from_anndata(
@@ -15,7 +23,7 @@ Typical use::
     data = model.make_tensors(adata, counts_layer="counts")
     train = InMemoryBatchLoader(data.subset("train"), batch_size=128, seed=0)
     val = InMemoryBatchLoader(data.subset("val"), batch_size=1024, shuffle=False)
-    lightning.Trainer(max_epochs=100).fit(model, train, val)
+    L.Trainer(max_epochs=100).fit(model, train, val)
     latent = model.get_latent(data)  # {"z_i": ..., "z_s": ..., "z": ...}
 """
 
