@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import anndata as ad
@@ -154,3 +157,36 @@ def test_kedro_viz_build_exports_the_pipelines_with_layers(project_copy, kedro_c
     assert "train_model_node" in main
     assert "model_input" in main
     assert '"layers"' in main
+
+
+def test_training_killed_part_way_resumes_from_last(
+    project_copy, kedro_cli, pbmc_3chem_path, tmp_path
+):
+    _use_pbmc(project_copy, pbmc_3chem_path)
+    kedro_cli("run", "--pipeline", "data_processing")
+    long_training = "training.trainer.max_epochs=40,training.trainer.early_stopping_patience=null"
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kedro", "run", "--pipeline", "training", "--params", long_training],
+        cwd=project_copy,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoints = project_copy / "data" / "06_models" / "lightning" / "invae"
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("*/last.ckpt")) and time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be interrupted"
+        time.sleep(0.5)
+    time.sleep(1.0)
+    process.kill()
+    process.wait()
+    assert not _versions(project_copy, "data/06_models/model.ckpt"), "it was not interrupted"
+
+    kedro_cli(
+        "run", "--pipeline", "training", "--params", f"{long_training},training.resume_from=last"
+    )
+    card = yaml.safe_load(_versions(project_copy, "data/06_models/model_card.yml")[0].read_text())
+    assert card["training"]["epochs"] == 40
+    assert card["training"]["resumed_from"].endswith("last.ckpt")
+    history = pd.read_csv(_versions(project_copy, "data/08_reporting/training_history.csv")[0])
+    assert list(history["epoch"]) == list(range(40))
