@@ -62,10 +62,9 @@ def _onednn_matmul_t(
     try:
         return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
     except RuntimeError:
-        # oneDNN takes most transposed operands as they are, but not every layout.
-        return torch.ops.mkldnn._linear_pointwise(
-            a.contiguous(), b.contiguous(), bias, "none", [], ""
-        )
+        # oneDNN takes transposed operands as they are, but should some layout be
+        # refused, BLAS computes the same product.
+        return torch.nn.functional.linear(a, b, bias)
 
 
 @functools.cache
