@@ -502,6 +502,35 @@ def _profile(project: Path, raw: Path, work: Path) -> None:
     _drop_versioned_outputs(project)
     print(f"\ncProfile of one Kedro run on {raw.name} ({stats_path}):")
     pstats.Stats(str(stats_path)).sort_stats("cumulative").print_stats(40)
+    _print_import_times(project, work)
+
+
+# Modules whose import cost the Kedro run pays and the plain script does not (or does).
+IMPORTS_OF_INTEREST = (
+    "omics_vae.hooks", "omics_vae.pipelines.training.nodes", "lightning", "torch",
+    "mlflow", "mlflow.store.tracking.sqlalchemy_store", "scanpy", "anndata",
+    "kedro.framework.session",
+)  # fmt: skip
+
+
+def _print_import_times(project: Path, work: Path) -> None:
+    """``python -X importtime`` of a Kedro run: cumulative seconds of a few modules."""
+    import re
+
+    result = work / "result.json"
+    command = [sys.executable, "-X", "importtime", *_worker_command("kedro")[1:]]
+    log = work / "logs" / "importtime.log"
+    run_measured([*command, "--project", str(project), "--result", str(result)], result, log,
+                 cwd=project)  # fmt: skip
+    _drop_versioned_outputs(project)
+    first: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|\s*(\S+)$", line)
+        if match and match.group(2) in IMPORTS_OF_INTEREST:
+            first.setdefault(match.group(2), int(match.group(1)) / 1e6)
+    print("\nImport time (cumulative, where first imported) in a Kedro run:")
+    for name in IMPORTS_OF_INTEREST:
+        print(f"  {name:<40} {first.get(name, float('nan')):6.2f} s")
 
 
 if __name__ == "__main__":
