@@ -164,7 +164,7 @@ def test_training_killed_part_way_resumes_from_last(
 ):
     _use_pbmc(project_copy, pbmc_3chem_path)
     kedro_cli("run", "--pipeline", "data_processing")
-    long_training = "training.trainer.max_epochs=40,training.trainer.early_stopping_patience=null"
+    long_training = "training.trainer.max_epochs=15,training.trainer.early_stopping_patience=null"
 
     process = subprocess.Popen(
         [sys.executable, "-m", "kedro", "run", "--pipeline", "training", "--params", long_training],
@@ -186,7 +186,7 @@ def test_training_killed_part_way_resumes_from_last(
         "run", "--pipeline", "training", "--params", f"{long_training},training.resume_from=last"
     )
     card = yaml.safe_load(_versions(project_copy, "data/06_models/model_card.yml")[0].read_text())
-    assert card["training"]["epochs"] == 40
+    assert card["training"]["epochs"] == 15
     assert card["training"]["resumed_from"].endswith("last.ckpt")
     history = pd.read_csv(_versions(project_copy, "data/08_reporting/training_history.csv")[0])
-    assert list(history["epoch"]) == list(range(40))
+    assert list(history["epoch"]) == list(range(15))
