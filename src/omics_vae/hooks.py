@@ -12,6 +12,7 @@ from kedro.io import AbstractVersionedDataset
 from omics_vae.params import validate_parameters
 from omics_vae.pipelines.data_processing.params import DataProcessingParams
 from omics_vae.pipelines.embedding.params import EmbeddingParams
+from omics_vae.pipelines.evaluation.params import EvaluationParams
 from omics_vae.pipelines.training.params import TrainingParams
 
 logger = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ PARAMETER_SCHEMAS = {
     "data_processing": DataProcessingParams,
     "training": TrainingParams,
     "embedding": EmbeddingParams,
+    "evaluation": EvaluationParams,
 }
 
 
