@@ -67,15 +67,19 @@ class Dataset:
 
     name: str
     n_cells: int
+    timed_epochs: int
+    repeats: int = 1
     source: Path | None = None
     batch_key: str = "batch"
     label_key: str = "cell_type"
 
 
+# Fewer timed epochs on larger data keep the whole table within ~15 minutes on 2 cores;
+# pbmc's epochs last a tenth of a second, so its runs are repeated and the medians kept.
 DATASETS = {
-    "pbmc": Dataset("pbmc", 1200, SHARED_PBMC, batch_key="chemistry"),
-    "sim20k": Dataset("sim20k", 20_000),
-    "sim100k": Dataset("sim100k", 100_000),
+    "pbmc": Dataset("pbmc", 1200, 5, 3, SHARED_PBMC, batch_key="chemistry"),
+    "sim20k": Dataset("sim20k", 20_000, 3),
+    "sim100k": Dataset("sim100k", 100_000, 1),
 }
 FRAMEWORKS = ("omics_vae:scvi_vae", "omics_vae:invae", "scvi-tools:SCVI", "invae-ref:FinVAE")
 
@@ -270,6 +274,82 @@ def _invae_ref_posterior_mean_nll(model: Any, val: Any) -> float:
         return float(-module.get_log_decoder_density(data.X, mean).mean())
 
 
+def profile_worker(model_name: str, data: Path, batch_size: int, result: Path) -> None:
+    """Where one training epoch of our model goes: a plain loop (no Lightning) timed by
+    phase with ``torch.profiler.record_function``, plus the top operators.
+
+    The phases are the batch gather, the forward pass split into inference, generative
+    and loss (NB log-likelihood + KL), the backward pass and the optimiser step; the
+    benchmark's Lightning epoch time minus this loop's time is Lightning's overhead plus
+    validation and checkpointing.
+    """
+    import anndata as ad
+    import lightning as L
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from omics_vae.data.tensors import InMemoryBatchLoader
+    from omics_vae.models import get_model_class
+
+    adata = ad.read_h5ad(data)
+    L.seed_everything(SEED, verbose=False)
+    _tune_allocator_as_fit_does()
+    model = get_model_class(model_name).from_anndata(adata, _our_hyperparameters(model_name))
+    train = model.make_tensors(adata, counts_layer=None).subset("train")
+    loader = InMemoryBatchLoader(train, batch_size, shuffle=True, seed=SEED)
+    optimizer = model.configure_optimizers()
+    module = model.module.train()
+
+    def epoch() -> None:
+        batches = iter(loader)
+        while True:
+            with record_function("phase: batch gather"):
+                batch = next(batches, None)
+            if batch is None:
+                return
+            with record_function("phase: forward inference"):
+                inference = module.inference(batch)
+            with record_function("phase: forward generative"):
+                generative = module.generative(**module.generative_inputs(batch, inference))
+            with record_function("phase: forward loss (NB + KL)"):
+                loss = module.loss(batch, inference, generative, kl_weight=1.0).loss
+            with record_function("phase: backward"):
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            with record_function("phase: optimiser step"):
+                optimizer.step()
+
+    epoch()  # warm-up
+    started, cpu_started = time.perf_counter(), time.process_time()
+    epoch()
+    plain_s, plain_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        epoch()
+    events = profiler.key_averages()
+    phases = {e.key: e.cpu_time_total / 1e6 for e in events if e.key.startswith("phase: ")}
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:15]
+    write_report(
+        result,
+        {
+            "plain_loop_s": plain_s,
+            "plain_loop_cpu_s": plain_cpu_s,
+            "n_train": train.n_obs,
+            "threads": torch.get_num_threads(),
+            "phases_s": phases,
+            "top_ops_self_s": {e.key: e.self_cpu_time_total / 1e6 for e in top},
+        },
+    )
+
+
+def _tune_allocator_as_fit_does() -> None:
+    """``fit`` raises glibc's malloc thresholds for its models; the plain loop does too."""
+    try:
+        from omics_vae.models.allocator import tune_cpu_allocator
+    except ImportError:
+        return
+    tune_cpu_allocator()
+
+
 class _EpochClock:
     """Start, end-of-training-batches and end times of every epoch (wall clock), and the
     process CPU time (all threads) of each epoch's training batches."""
@@ -377,11 +457,62 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.datasets:
         data = _prepared(name, args.workdir)
         for batch_size in args.batch_sizes:
-            for framework in args.frameworks:
-                row = _measure(framework, name, data, batch_size, args)
-                print(_progress_line(row), flush=True)
-                rows.append(row)
+            rows += _measure_setting(name, data, batch_size, args)
     _report(rows, args)
+    if args.profile:
+        _profile_ours(args)
+
+
+def _profile_ours(args: argparse.Namespace) -> None:
+    """Runs ``profile_worker`` for both of our models on the first simulated data set."""
+    name = next((n for n in args.datasets if DATASETS[n].source is None), args.datasets[0])
+    data = _prepared(name, args.workdir)
+    result = args.workdir / "profile.json"
+    for model_name in ("scvi_vae", "invae"):
+        for batch_size in args.batch_sizes:
+            wait_for_quiet(args.max_busy, args.max_wait)
+            command = [sys.executable, __file__, "--worker", f"profile:{model_name}",
+                       "--data", str(data), "--batch-size", str(batch_size),
+                       "--result", str(result)]  # fmt: skip
+            log = args.workdir / "logs" / f"profile-{model_name}-{name}-b{batch_size}.log"
+            report = run_measured(command, result, log).report
+            _print_profile(f"{model_name} on {name}, batch {batch_size}", report)
+
+
+def _print_profile(title: str, report: dict[str, Any]) -> None:
+    total = report["plain_loop_s"]
+    print(f"\nProfile: {title} ({report['threads']} threads): a plain training loop takes "
+          f"{total:.2f} s/epoch ({report['n_train'] / total:,.0f} cells/s, "
+          f"CPU {report['plain_loop_cpu_s']:.2f} s). Under torch.profiler, by phase:")  # fmt: skip
+    for key, seconds in sorted(report["phases_s"].items(), key=lambda kv: -kv[1]):
+        print(f"  {key.removeprefix('phase: '):<32} {seconds:7.3f} s")
+    print("  top operators by self CPU time:")
+    for key, seconds in report["top_ops_self_s"].items():
+        print(f"    {key:<40} {seconds:7.3f} s")
+
+
+def _measure_setting(
+    name: str, data: Path, batch_size: int, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Every framework on one data set and batch size, ``repeats`` times interleaved;
+    each framework's row holds the medians of its repeats."""
+    repeats = args.repeats or DATASETS[name].repeats
+    runs: dict[str, list[dict[str, Any]]] = {f: [] for f in args.frameworks}
+    for _ in range(repeats):
+        for framework in args.frameworks:
+            row = _measure(framework, name, data, batch_size, args)
+            print(_progress_line(row), flush=True)
+            runs[framework].append(row)
+    return [_median_row(framework_runs) for framework_runs in runs.values()]
+
+
+def _median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in runs if "error" not in r] or runs
+    row = dict(ok[0])
+    for key, value in row.items():
+        if isinstance(value, float):
+            row[key] = statistics.median(r[key] for r in ok)
+    return {**row, "repeats": len(ok)}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -390,10 +521,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
     parser.add_argument("--warmup-epochs", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=5, help="Timed epochs.")
     parser.add_argument(
-        "--large-epochs", type=int, default=2,
-        help="Timed epochs on data sets of 50,000 cells or more (keeps the run short).",
+        "--repeats", type=int, default=None,
+        help="Runs of each setting, medians kept (default per data set: pbmc 3, others 1).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--epochs", type=int, default=None,
+        help="Timed epochs (default per data set: pbmc 5, sim20k 3, sim100k 1).",
     )  # fmt: skip
     parser.add_argument(
         "--threads", type=int, default=0,
@@ -410,6 +544,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/omics-vae-bench/train_speed"))
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--tag", default="", help="Suffix of the result file names.")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="After the table, profile an epoch of our models (torch.profiler) by phase.",
+    )  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -422,6 +560,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _dispatch_worker(args: argparse.Namespace) -> None:
     if args.worker == "prepare":
         prepare_worker(args.dataset, args.data)
+    elif args.worker.startswith("profile:"):
+        profile_worker(args.worker.split(":", 1)[1], args.data, args.batch_size, args.result)
     elif args.worker.startswith("omics_vae:"):
         model_name = args.worker.split(":", 1)[1]
         ours_worker(model_name, args.data, args.batch_size, args.total_epochs, args.result)
@@ -454,7 +594,7 @@ def _interpreter(framework: str, args: argparse.Namespace) -> str:
 def _measure(
     framework: str, name: str, data: Path, batch_size: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    timed = args.large_epochs if DATASETS[name].n_cells >= 50_000 else args.epochs
+    timed = args.epochs or DATASETS[name].timed_epochs
     total = args.warmup_epochs + timed
     result = args.workdir / "result.json"
     log = args.workdir / "logs" / f"{framework.replace(':', '-')}-{name}-b{batch_size}.log"
@@ -531,6 +671,14 @@ def _ratio(row: dict[str, Any], peer: dict[str, Any] | None, column: str) -> flo
     return row[column] / peer[column]
 
 
+# Columns of the Markdown table (the CSV has every column, CPU times included).
+SUMMARY_COLUMNS = (
+    "data", "batch", "framework", "epochs", "train s/epoch", "epoch s (all)",
+    "cells/s (train)", "cells/s (epoch)", "peak RSS MiB", "val NLL", "x scvi-tools",
+    "x inVAE ref", "busy before",
+)  # fmt: skip
+
+
 def _report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     rows = _with_ratios(rows)
     columns = list(dict.fromkeys(k for r in rows for k in r))
@@ -542,7 +690,8 @@ def _report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         "scvi-tools env": json.dumps(_versions(args.scvi_python, ("scvi-tools", "torch"))),
         "inVAE env": json.dumps(_versions(args.invae_python, ("invae", "torch", "anndata"))),
     }
-    text = "\n".join(f"- {k}: {v}" for k, v in facts.items()) + "\n\n" + markdown_table(uniform)
+    table = markdown_table([{c: r.get(c, "") for c in SUMMARY_COLUMNS} for r in rows])
+    text = "\n".join(f"- {k}: {v}" for k, v in facts.items()) + "\n\n" + table
     (args.results / f"train_speed{suffix}.md").write_text(text + "\n")
     print("\n" + text)
 
