@@ -12,6 +12,7 @@ from omics_vae.models import InVAE
 from omics_vae.params import InvalidParametersError
 from omics_vae.pipelines.training.nodes import (
     TrainingInputError,
+    default_max_epochs,
     history_to_metrics,
     make_model_card,
     plot_loss_curves,
@@ -147,3 +148,15 @@ def test_trained_model_round_trips_through_the_checkpoint_dataset(
     np.testing.assert_allclose(
         reloaded.get_latent(model_input)["z_i"], model.get_latent(model_input)["z_i"], rtol=1e-6
     )
+
+
+def test_auto_epochs_follow_the_scvi_tools_rule():
+    assert default_max_epochs(960) == 400
+    assert default_max_epochs(20_000) == 400
+    assert default_max_epochs(100_000) == 80
+
+
+def test_auto_epochs_train_until_early_stopping(model_input, training_params):
+    training_params["trainer"].update(max_epochs="auto", early_stopping_patience=0)
+    _, history, summary = train_model(model_input, training_params)
+    assert summary["epochs"] == len(history) < default_max_epochs(model_input.n_obs)

@@ -74,7 +74,8 @@ def train_model(
         bio_keys,
         tech_keys,
     )
-    result = fit(model, tensors.subset("train"), tensors.subset("val"), _fit_settings(config))
+    train, val = tensors.subset("train"), tensors.subset("val")
+    result = fit(model, train, val, _fit_settings(config, train.n_obs))
     summary = {
         "model": config.model,
         "bio_keys": bio_keys,
@@ -146,9 +147,17 @@ def check_training_input(model_input: AnnData, config: TrainingParams, keys: lis
         )
 
 
-def _fit_settings(config: TrainingParams) -> FitSettings:
+def default_max_epochs(n_cells: int) -> int:
+    """scvi-tools' rule: 400 epochs up to 20,000 cells, proportionally fewer beyond."""
+    return max(1, min(400, round(400 * 20_000 / max(n_cells, 1))))
+
+
+def _fit_settings(config: TrainingParams, n_train_cells: int) -> FitSettings:
+    trainer = config.trainer.model_dump()
+    if trainer["max_epochs"] == "auto":
+        trainer["max_epochs"] = default_max_epochs(n_train_cells)
     return FitSettings(
-        **config.trainer.model_dump(),
+        **trainer,
         seed=config.seed,
         checkpoint_dir=f"{config.checkpoint_dir}/{config.model}",
         resume_from=config.resume_from,

@@ -35,7 +35,9 @@ class OptimizerParams(StrictModel):
 
 
 class TrainerParams(StrictModel):
-    max_epochs: int = Field(100, gt=0)
+    max_epochs: int | Literal["auto"] = Field(
+        "auto", description="Epochs; auto follows scvi-tools: min(400, 400 * 20,000 / cells)."
+    )
     batch_size: int = Field(128, gt=1)
     eval_batch_size: int = Field(1024, gt=0)
     gradient_clip_val: float | None = Field(None, gt=0)
@@ -79,6 +81,12 @@ class TrainingParams(StrictModel):
                 for p in error.errors()
             )
             raise ValueError(problems) from None
+        return self
+
+    @model_validator(mode="after")
+    def _positive_epochs(self) -> TrainingParams:
+        if self.trainer.max_epochs != "auto" and self.trainer.max_epochs < 1:
+            raise ValueError("trainer.max_epochs must be 'auto' or a positive integer")
         return self
 
     @property
