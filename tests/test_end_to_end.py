@@ -38,7 +38,14 @@ def _use_pbmc(project: Path, pbmc_path: Path) -> None:
     )
     _write_yaml(
         local / "parameters_data_processing.yml",
-        {"data_processing": {"batch_key": "chemistry", "cell_type_key": "cell_type"}},
+        {
+            "data_processing": {
+                "batch_key": "chemistry",
+                "cell_type_key": "cell_type",
+                # A 1,767-gene panel: the default 200 genes / 500 counts drop half the cells.
+                "qc": {"min_genes_per_cell": 50, "min_counts_per_cell": 200},
+            }
+        },
     )
 
 
@@ -91,6 +98,7 @@ def test_pbmc_processing_and_training_end_to_end(project_copy, kedro_cli, pbmc_3
     adata = ad.read_h5ad(model_inputs[0])
     assert adata.uns["data_processing"]["params"]["batch_key"] == "chemistry"
     assert set(adata.obs["chemistry"].unique()) == {"3pv1", "3pv2", "5p"}
+    assert adata.n_obs > 1100
     checkpoints = _versions(project_copy, "data/06_models/model.ckpt")
     assert len(checkpoints) == 1
     card = yaml.safe_load(_versions(project_copy, "data/06_models/model_card.yml")[0].read_text())
@@ -104,6 +112,7 @@ def test_pbmc_processing_and_training_end_to_end(project_copy, kedro_cli, pbmc_3
     embeddings = ad.read_h5ad(_versions(project_copy, "data/07_model_output/embeddings.h5ad")[0])
     assert embeddings.obsm["X_invae"].shape == (adata.n_obs, 30)
     assert embeddings.obsm["X_invae_technical"].shape == (adata.n_obs, 5)
+    _check_evaluation_reports(project_copy)
 
     # Retraining reads the processed data already there; it does not reprocess.
     kedro_cli("run", "--pipeline", "training", "--params", ",".join(FAST_TRAINING))
@@ -128,6 +137,21 @@ def test_pbmc_processing_and_training_end_to_end(project_copy, kedro_cli, pbmc_3
     _check_mlflow_store(project_copy / "mlflow.db", n_training_runs=2)
 
 
+def _check_evaluation_reports(project: Path) -> None:
+    scib = pd.read_csv(_versions(project, "data/08_reporting/scib_results.csv")[0])
+    assert set(scib["embedding"]) >= {"invae", "pca"}
+    assert scib["Total"].between(0, 1).all()
+    association = pd.read_csv(_versions(project, "data/08_reporting/latent_association.csv")[0])
+    assert set(association["covariate"]) == {"batch", "cell_type"}
+    assert set(association["obs_key"]) == {"chemistry", "cell_type"}
+    assert association["eta_squared"].between(0, 1).all()
+    anomalies = pd.read_csv(_versions(project, "data/08_reporting/anomaly_scores.csv")[0])
+    assert anomalies["flagged"].sum() >= 1
+    for figure in ("scib_results", "umap", "latent_association", "anomalies"):
+        png = _versions(project, f"data/08_reporting/{figure}.png")[0]
+        assert png.read_bytes()[:4] == b"\x89PNG"
+
+
 def _check_mlflow_store(store: Path, n_training_runs: int) -> None:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
     experiment = client.get_experiment_by_name("omics_vae")
@@ -143,6 +167,11 @@ def _check_mlflow_store(store: Path, n_training_runs: int) -> None:
     assert {"model/model.ckpt", "model/model_card.yml"} <= artifacts
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/loss_curves.png" in figures
+    first_run = runs[-1]
+    assert 0 < first_run.data.metrics["scib/total"] <= 1
+    assert "figures/umap.png" in {
+        a.path for a in client.list_artifacts(first_run.info.run_id, "figures")
+    }
 
     logged = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert len(logged) == n_training_runs
