@@ -113,6 +113,11 @@ def test_pbmc_processing_and_training_end_to_end(project_copy, kedro_cli, pbmc_3
     assert embeddings.obsm["X_invae"].shape == (adata.n_obs, 30)
     assert embeddings.obsm["X_invae_technical"].shape == (adata.n_obs, 5)
     _check_evaluation_reports(project_copy)
+    # Re-evaluating reads the saved embeddings; nothing is retrained or re-embedded.
+    kedro_cli("run", "--pipeline", "evaluation")
+    assert len(_versions(project_copy, "data/08_reporting/scib_results.csv")) == 2
+    assert len(_versions(project_copy, "data/07_model_output/embeddings.h5ad")) == 1
+    assert len(_versions(project_copy, "data/06_models/model.ckpt")) == 1
 
     # Retraining reads the processed data already there; it does not reprocess.
     kedro_cli("run", "--pipeline", "training", "--params", ",".join(FAST_TRAINING))
