@@ -161,8 +161,10 @@ def _our_hyperparameters(model_name: str) -> dict[str, Any]:
     common = {"n_hidden": N_HIDDEN, "n_layers": N_LAYERS, "dropout": 0.1,
               "learning_rate": LEARNING_RATE, "weight_decay": WEIGHT_DECAY}  # fmt: skip
     if model_name == "invae":
+        # Prior means fixed at 0, as the reference FinVAE's default (fix_mean_prior=True).
         return {**common, "n_latent_bio": N_LATENT, "n_latent_tech": N_LATENT_TECH,
-                "bio_keys": ["cell_type"], "tech_keys": ["batch"]}  # fmt: skip
+                "learn_prior_mean": False, "bio_keys": ["cell_type"],
+                "tech_keys": ["batch"]}  # fmt: skip
     return {**common, "n_latent": N_LATENT, "bio_keys": [], "tech_keys": ["batch"]}
 
 
