@@ -204,3 +204,35 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_LAYERS = (
+    "01_raw",
+    "02_intermediate",
+    "03_primary",
+    "04_feature",
+    "05_model_input",
+    "06_models",
+    "07_model_output",
+    "08_reporting",
+)
+
+
+def copy_project(target: Path) -> Path:
+    """A throw-away copy of the project: pyproject, conf (no local files), src, data dirs."""
+    import shutil
+
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in ("pyproject.toml", ".telemetry"):
+        if (REPO / name).exists():
+            shutil.copy2(REPO / name, target / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(REPO / "src", target / "src", ignore=ignore)
+    shutil.copytree(REPO / "conf", target / "conf", ignore=shutil.ignore_patterns("local"))
+    (target / "conf" / "local").mkdir()
+    for layer in DATA_LAYERS:
+        (target / "data" / layer).mkdir(parents=True)
+    return target

@@ -39,7 +39,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    DATA_LAYERS,
     Measurement,
+    copy_project,
     machine_facts,
     markdown_table,
     median,
@@ -54,10 +56,6 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 VARIANTS = ("plain", "kedro", "kedro-cli")
 PIPELINE = "data_processing"
-DATA_LAYERS = (
-    "01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
-    "07_model_output", "08_reporting",
-)  # fmt: skip
 
 # ---- the measured workers --------------------------------------------------------------
 
@@ -259,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     raws = {n: _raw_counts(work, n, args.genes) for n in args.cells}
-    project = _copy_project(work / "project")
+    project = copy_project(work / "project")
     _warm_up(project, raws[min(raws)], work, args.variants)
     rows = []
     for n_cells, raw in raws.items():
@@ -326,23 +324,6 @@ def _raw_counts(work: Path, n_cells: int, n_genes: int) -> Path:
 
 def _worker_command(worker: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--worker", worker]
-
-
-def _copy_project(target: Path) -> Path:
-    """A throw-away copy of the project: pyproject, conf (no local files), src, data dirs."""
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for name in ("pyproject.toml", ".telemetry"):
-        if (REPO / name).exists():
-            shutil.copy2(REPO / name, target / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    shutil.copytree(REPO / "src", target / "src", ignore=ignore)
-    shutil.copytree(REPO / "conf", target / "conf", ignore=shutil.ignore_patterns("local"))
-    (target / "conf" / "local").mkdir()
-    for layer in DATA_LAYERS:
-        (target / "data" / layer).mkdir(parents=True)
-    return target
 
 
 def _point_raw_counts_at(project: Path, raw: Path) -> None:

@@ -51,16 +51,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_facts, markdown_table, run_measured, wait_for_quiet, write_csv
+from _common import (
+    copy_project,
+    machine_facts,
+    markdown_table,
+    run_measured,
+    wait_for_quiet,
+    write_csv,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SHARED_PBMC = Path("/work/shared/data/pbmc_3chem.h5ad")
 SCVI_PYTHONS = ("/tmp/bench-scvi/bin/python", "/tmp/scvi-venv/bin/python")
-DATA_LAYERS = (
-    "01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
-    "07_model_output", "08_reporting",
-)  # fmt: skip
 # Processing overrides per data file: pbmc_3chem is a 1,767-gene panel, on which the
 # default QC thresholds (200 genes / 500 counts) remove half of the cells.
 PROCESSING = {
@@ -151,23 +154,11 @@ def scvi_worker(args: argparse.Namespace) -> None:
 # ---- the project copy and its kedro runs ------------------------------------------------
 
 
-def copy_project(target: Path, data: Path, threads: int) -> Path:
+def copy_project_for(target: Path, data: Path, threads: int) -> Path:
     """A throw-away copy of the project with conf/local overrides for ``data``."""
     import yaml
 
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for name in ("pyproject.toml", ".telemetry"):
-        if (REPO / name).exists():
-            shutil.copy2(REPO / name, target / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    shutil.copytree(REPO / "src", target / "src", ignore=ignore)
-    shutil.copytree(REPO / "conf", target / "conf", ignore=shutil.ignore_patterns("local"))
-    local = target / "conf" / "local"
-    local.mkdir()
-    for layer in DATA_LAYERS:
-        (target / "data" / layer).mkdir(parents=True)
+    local = copy_project(target) / "conf" / "local"
     catalog = {"raw_counts": {"type": "omics_vae.datasets.H5ADDataset", "filepath": str(data)}}
     (local / "catalog.yml").write_text(yaml.safe_dump(catalog))
     processing = PROCESSING.get(data.name, {})
@@ -415,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.scvi_python is None:
         raise SystemExit(f"No scvi-tools interpreter: pass --scvi-python (tried {SCVI_PYTHONS})")
     work = args.work
-    project = copy_project(work / "project", args.data, args.threads)
+    project = copy_project_for(work / "project", args.data, args.threads)
     from omics_vae.pipelines.training.nodes import default_max_epochs
 
     seeds, unsupervised = list(args.seeds), list(args.unsupervised_seeds)

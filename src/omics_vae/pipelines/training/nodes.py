@@ -75,6 +75,7 @@ def train_model(
         tech_keys,
     )
     train, val = tensors.subset("train"), tensors.subset("val")
+    del tensors  # the splits are copies; keeping all cells too would double the memory
     result = fit(model, train, val, _fit_settings(config, train.n_obs))
     summary = {
         "model": config.model,
