@@ -1,8 +1,10 @@
-"""Content fingerprints of data, so a model can name exactly the data it was trained on."""
+"""Lineage facts: content fingerprints of data and the versions of the software in use."""
 
 from __future__ import annotations
 
 import hashlib
+import platform
+from importlib.metadata import version
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,3 +43,15 @@ def _update_with_matrix(digest, matrix) -> None:
     else:
         digest.update(np.ascontiguousarray(matrix).tobytes())
     digest.update(str(matrix.shape).encode())
+
+
+# Packages whose versions decide what a model or an embedding is.
+TRACKED_PACKAGES = ("omics-vae", "torch", "lightning", "anndata", "scanpy", "kedro", "mlflow")
+
+
+def environment_versions() -> dict[str, str]:
+    """Python and the tracked packages' versions, for model cards and info records."""
+    return {
+        "python": platform.python_version(),
+        **{package: version(package) for package in TRACKED_PACKAGES},
+    }

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import platform
 import time
-from importlib.metadata import version
 from typing import Any
 
 import anndata as ad
@@ -13,7 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from omics_vae.data.fingerprint import fingerprint_anndata
+from omics_vae.data.fingerprint import environment_versions, fingerprint_anndata
 from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.params import validate_section
 from omics_vae.pipelines.embedding.params import EmbeddingParams
@@ -22,7 +20,6 @@ from omics_vae.pipelines.training.params import TrainingParams, hyperparameter_s
 logger = logging.getLogger(__name__)
 
 COUNTS_LAYER = "counts"
-TRACKED_PACKAGES = ("omics-vae", "torch", "lightning", "anndata", "kedro")
 
 
 class EmbeddingInputError(ValueError):
@@ -152,10 +149,7 @@ def embedding_info(
         "seed": training.get("seed"),
         "sweep_variant": None,
         "wall_time_s": round(wall_time, 3),
-        "environment": {
-            "python": platform.python_version(),
-            **{package: version(package) for package in TRACKED_PACKAGES},
-        },
+        "environment": environment_versions(),
     }
 
 

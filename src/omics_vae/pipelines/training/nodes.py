@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import platform
-from importlib.metadata import version
 from typing import Any
 
 import lightning as L
@@ -13,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
-from omics_vae.data.fingerprint import fingerprint_anndata
+from omics_vae.data.fingerprint import environment_versions, fingerprint_anndata
 from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.models.trainer import FitSettings, fit
 from omics_vae.params import validate_section
@@ -23,7 +21,6 @@ logger = logging.getLogger(__name__)
 
 COUNTS_LAYER = "counts"
 PARAMETERS_FILE = "conf/base/parameters_training.yml"
-TRACKED_PACKAGES = ("omics-vae", "torch", "lightning", "anndata", "scanpy", "kedro", "mlflow")
 
 
 class TrainingInputError(ValueError):
@@ -187,10 +184,7 @@ def make_model_card(
             "wall_time_s": summary["wall_time_s"],
             "resumed_from": summary["resumed_from"],
         },
-        "environment": {
-            "python": platform.python_version(),
-            **{package: version(package) for package in TRACKED_PACKAGES},
-        },
+        "environment": environment_versions(),
     }
 
 
