@@ -3,6 +3,8 @@
 - ``InVAE`` / ``InVAEModule`` (registry name ``"invae"``): inVAE, with a biological
   latent ``z_i`` and a technical latent ``z_s`` under covariate-conditioned priors.
 - ``SCVIVAE`` / ``SCVIVAEModule`` (``"scvi_vae"``): a scVI-style baseline.
+- ``JointVAE`` / ``JointVAEModule`` (``"joint_vae"``): paired two-platform data, one
+  encoder/decoder per platform and a shared latent (``omics_vae.data.paired``).
 - ``get_model_class(name)`` / ``register_model``: the registry pipelines pick models from.
 
 Each ``*Module`` is a plain ``nn.Module`` with ``inference(batch)`` ->
@@ -35,6 +37,8 @@ from omics_vae.models.distributions import (
     softmax_nb_log_likelihood,
 )
 from omics_vae.models.invae import InVAE, InVAEModule
+from omics_vae.models.joint_modules import JointVAEModule
+from omics_vae.models.joint_vae import JointVAE
 from omics_vae.models.registry import (
     MODEL_REGISTRY,
     UnknownModelError,
@@ -49,6 +53,8 @@ __all__ = [
     "BaseVAE",
     "InVAE",
     "InVAEModule",
+    "JointVAE",
+    "JointVAEModule",
     "LossOutput",
     "SCVIVAEModule",
     "UnknownModelError",
