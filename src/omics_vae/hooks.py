@@ -13,6 +13,7 @@ from omics_vae.params import validate_parameters
 from omics_vae.pipelines.data_processing.params import DataProcessingParams
 from omics_vae.pipelines.embedding.params import EmbeddingParams
 from omics_vae.pipelines.evaluation.params import EvaluationParams
+from omics_vae.pipelines.paired.params import PairedParams
 from omics_vae.pipelines.training.params import TrainingParams
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ PARAMETER_SCHEMAS = {
     "training": TrainingParams,
     "embedding": EmbeddingParams,
     "evaluation": EvaluationParams,
+    "paired": PairedParams,
 }
 
 
