@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+
+from pydantic import Field, field_validator
 
 from omics_vae.params import StrictModel
 
@@ -14,3 +16,21 @@ class EmbeddingParams(StrictModel):
     reconstruction_error: bool = Field(
         True, description="Add each cell's negative log-likelihood under the model to obs."
     )
+    model_uri: str | None = Field(
+        None,
+        description=(
+            "A registered model to embed with instead of the catalog's latest checkpoint: "
+            "`models:/<name>@<alias>` (e.g. `models:/invae@champion`) or "
+            "`models:/<name>/<version>`; null embeds with the catalog's `model`."
+        ),
+    )
+
+    @field_validator("model_uri")
+    @classmethod
+    def _registry_uri(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"models:/[^/@]+(@[^/@]+|/\d+)", value):
+            raise ValueError(
+                "must be models:/<name>@<alias> or models:/<name>/<version>, "
+                "e.g. models:/invae@champion"
+            )
+        return value
