@@ -8,6 +8,17 @@ Two layers, as in scvi-tools:
 - ``BaseVAE`` (a ``LightningModule``) wraps one ``VAEModule``: it owns the
   hyperparameters (``save_hyperparameters()``), the KL warm-up schedule, the optimiser,
   per-epoch metrics, and the user-facing ``get_latent`` / ``reconstruction_error``.
+
+Loss weights, the interface training phases (``models.phases``) rely on:
+
+- ``kl_weight`` (beta) is passed to ``VAEModule.loss`` on every call; its default
+  value is the model's own warm-up schedule (``BaseVAE.kl_weight``).
+- Every other weight lives in the module's ``loss_weights`` dict (e.g. inVAE's
+  ``tc_weight``, the joint VAE's reconstruction and alignment weights), which ``loss``
+  reads on each call. The constructor fills it with the model's own values.
+- ``BaseVAE.set_loss_weight_overrides({name: value})`` replaces any of these for a while
+  (a phase does so once per epoch); an empty dict returns to the model's own values.
+  ``BaseVAE.loss_weight_names()`` lists the names a phase may override.
 """
 
 from __future__ import annotations
@@ -64,9 +75,20 @@ class VAEModule(nn.Module):
     Subclasses set ``latent_keys`` (the names ``latent()`` returns) and implement
     ``inference``, ``generative_inputs``, ``generative``, ``loss``, ``latent`` and
     ``named_parts``. Batches are dicts with ``omics_vae.data.tensors.BATCH_KEYS``.
+
+    ``loss_weights`` holds the weights of the loss terms other than the KL term, by name;
+    ``loss`` reads them on each call, so a training phase can change them between epochs.
+    ``logged_terms`` names the scalars ``loss`` reports (``loss``, ``reconstruction``,
+    ``kl`` and the keys of ``LossOutput.extra``), each logged as ``train/<name>`` and
+    ``val/<name>``.
     """
 
     latent_keys: ClassVar[tuple[str, ...]] = ("z",)
+    logged_terms: ClassVar[tuple[str, ...]] = ("loss", "reconstruction", "kl")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss_weights: dict[str, float] = {}
 
     def inference(self, batch: Batch, sample: bool = True) -> dict[str, torch.Tensor]:
         """Posterior parameters and a latent draw (the mean when ``sample`` is False)."""
@@ -193,6 +215,8 @@ class BaseVAE(L.LightningModule):
         super().__init__()
         self._train_means = _EpochMeans()
         self._val_means = _EpochMeans()
+        self._loss_weight_overrides: dict[str, float] = {}
+        self._module_default_weights: dict[str, float] | None = None
 
     # ---- covariates -----------------------------------------------------------------
 
@@ -267,12 +291,45 @@ class BaseVAE(L.LightningModule):
 
     @property
     def kl_weight(self) -> float:
-        """``beta_max``, reached linearly over ``kl_warmup_epochs`` epochs from 0."""
+        """``beta_max``, reached linearly over ``kl_warmup_epochs`` epochs from 0, unless
+        a training phase overrides it."""
+        if "kl_weight" in self._loss_weight_overrides:
+            return self._loss_weight_overrides["kl_weight"]
         beta_max = float(self.hparams.beta_max)
         warmup = int(self.hparams.kl_warmup_epochs)
         if warmup <= 0:
             return beta_max
         return beta_max * min(1.0, self.current_epoch / warmup)
+
+    def loss_weight_names(self) -> tuple[str, ...]:
+        """The loss weights a training phase may override: ``kl_weight`` and the
+        module's ``loss_weights``."""
+        return ("kl_weight", *self.module.loss_weights)
+
+    def set_loss_weight_overrides(self, overrides: Mapping[str, float]) -> None:
+        """Use ``overrides`` instead of the model's own loss weights until changed again.
+
+        Args:
+            overrides: ``{name: value}`` for names of ``loss_weight_names()``; names left
+                out return to the model's own value (the KL warm-up, the constructor's
+                weights).
+
+        Raises:
+            ValueError: A name is not a loss weight of this model.
+        """
+        unknown = sorted(set(overrides) - set(self.loss_weight_names()))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no loss weight(s) {unknown}; valid: "
+                f"{list(self.loss_weight_names())}"
+            )
+        if self._module_default_weights is None:
+            self._module_default_weights = dict(self.module.loss_weights)
+        self._loss_weight_overrides = {name: float(value) for name, value in overrides.items()}
+        self.module.loss_weights.update(self._module_default_weights)
+        self.module.loss_weights.update(
+            {k: v for k, v in self._loss_weight_overrides.items() if k != "kl_weight"}
+        )
 
     def forward(self, batch: Batch) -> LossOutput:
         """The loss of a batch at the current KL weight."""
@@ -299,6 +356,9 @@ class BaseVAE(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._log_means("train", self._train_means)
         self.log("kl_weight", self.kl_weight, on_step=False, on_epoch=True)
+        for name, value in self._loss_weight_overrides.items():
+            if name != "kl_weight":
+                self.log(name, value, on_step=False, on_epoch=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_means("val", self._val_means)

@@ -51,6 +51,12 @@ class InVAEModule(VAEModule):
     """
 
     latent_keys: ClassVar[tuple[str, ...]] = ("z_i", "z_s", "z")
+    logged_terms: ClassVar[tuple[str, ...]] = (
+        *VAEModule.logged_terms,
+        "kl_bio",
+        "kl_tech",
+        "tc",
+    )
 
     def __init__(
         self,
@@ -79,7 +85,7 @@ class InVAEModule(VAEModule):
             )
         self.n_latent_bio = n_latent_bio
         self.n_latent_tech = n_latent_tech
-        self.tc_weight = tc_weight
+        self.loss_weights["tc_weight"] = float(tc_weight)
         # Training-set size for the total-correlation estimate; set by the training plan.
         self.dataset_size: int | None = None
         bn_encoder, bn_decoder = norm_flags(batch_norm)
@@ -114,6 +120,11 @@ class InVAEModule(VAEModule):
         }
         self.prior_bio = ConditionalGaussianPrior(n_bio, n_latent_bio, **prior_kwargs)
         self.prior_tech = ConditionalGaussianPrior(n_tech, n_latent_tech, **prior_kwargs)
+
+    @property
+    def tc_weight(self) -> float:
+        """Weight of the total-correlation penalty (``loss_weights["tc_weight"]``)."""
+        return self.loss_weights["tc_weight"]
 
     def inference(self, batch: Batch, sample: bool = True) -> dict[str, torch.Tensor]:
         """Encode ``log1p(counts)`` with both covariate sets.

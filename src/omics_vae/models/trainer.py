@@ -7,11 +7,12 @@ training node calls ``fit`` and stays thin.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from omics_vae.data.tensors import CountsTensors, InMemoryBatchLoader
 from omics_vae.models.base import BaseVAE
+from omics_vae.models.phases import PhaseController, TrainingPlan
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,10 @@ class FitSettings:
         checkpoint_dir: Folder of the Lightning checkpoints of every run (one
             sub-folder each); ``resume_from: last`` continues the newest.
         resume_from: ``None`` (train afresh), ``"last"`` or a checkpoint path.
+        plan: Phases to train in (``models.phases``); ``None``: one plain phase. With a
+            plan, the phases decide when training ends (``max_epochs`` and early
+            stopping are not used), and the model returned has the final weights.
+        force_plan_change: Resume even when the checkpoint's plan differs from ``plan``.
     """
 
     max_epochs: int = 100
@@ -80,6 +86,8 @@ class FitSettings:
     num_threads: int | None = None
     checkpoint_dir: str = "data/06_models/lightning"
     resume_from: str | None = None
+    plan: TrainingPlan | None = None
+    force_plan_change: bool = False
 
 
 @dataclass
@@ -94,6 +102,8 @@ class FitResult:
         wall_time_s: Seconds spent in this call's ``Trainer.fit``.
         run_dir: Folder of this run's Lightning checkpoints.
         resumed_from: Checkpoint the run continued from, if any.
+        phases: One record per phase run (``index``, ``phase``, ``start_epoch``,
+            ``end_epoch``, ``reason``); empty without a plan.
     """
 
     model: BaseVAE
@@ -103,6 +113,7 @@ class FitResult:
     wall_time_s: float
     run_dir: Path
     resumed_from: Path | None
+    phases: list[dict[str, Any]] = field(default_factory=list)
 
 
 class EpochHistoryLogger(Logger):
@@ -178,6 +189,7 @@ def fit(
     train: CountsTensors,
     val: CountsTensors,
     settings: FitSettings,
+    callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     """Train ``model`` on ``train``, validating on ``val`` each epoch.
 
@@ -186,6 +198,7 @@ def fit(
         train: Training cells.
         val: Validation cells.
         settings: Trainer options.
+        callbacks: Further Lightning callbacks.
 
     Returns:
         The trained model (best epoch), its history and run facts.
@@ -195,7 +208,11 @@ def fit(
     L.seed_everything(settings.seed, workers=True, verbose=False)
     run_dir, resume_path = _run_dir_and_resume_path(settings)
     history = EpochHistoryLogger()
-    trainer = _build_trainer(settings, run_dir, history)
+    controller = None
+    if settings.plan is not None:
+        steps_per_epoch = math.ceil(train.n_obs / settings.batch_size)
+        controller = PhaseController(settings.plan, steps_per_epoch, settings.force_plan_change)
+    trainer = _build_trainer(settings, run_dir, history, controller, callbacks)
     train_loader = InMemoryBatchLoader(
         train, settings.batch_size, shuffle=True, seed=settings.seed, device=_device(trainer)
     )
@@ -208,8 +225,14 @@ def fit(
     trainer.fit(model, train_loader, val_loader, ckpt_path=resume_path)
     wall_time = time.perf_counter() - started
 
-    best_score = _best_score(trainer, history, settings.monitor)
-    best_model = _load_best_weights(model, trainer)
+    if controller is not None:
+        # Phases change the loss (e.g. beta = 0 while warming up), so a val/loss from one
+        # phase is no yardstick for another: the plan's final weights are the result.
+        best_score = _best_score_in_phase(history, settings.monitor, controller.phase_index)
+        best_model = model
+    else:
+        best_score = _best_score(trainer, history, settings.monitor)
+        best_model = _load_best_weights(model, trainer)
     return FitResult(
         model=best_model.eval(),
         history=history.to_frame(),
@@ -218,26 +241,38 @@ def fit(
         wall_time_s=wall_time,
         run_dir=run_dir,
         resumed_from=Path(resume_path) if resume_path else None,
+        phases=[] if controller is None else [dict(t) for t in controller.transitions],
     )
 
 
-def _build_trainer(settings: FitSettings, run_dir: Path, history: EpochHistoryLogger) -> L.Trainer:
-    callbacks: list[Callback] = [
-        HistoryState(history),
-        LearningRateMonitor(logging_interval="epoch"),
-    ]
+def _build_trainer(
+    settings: FitSettings,
+    run_dir: Path,
+    history: EpochHistoryLogger,
+    controller: PhaseController | None = None,
+    extra_callbacks: Sequence[Callback] = (),
+) -> L.Trainer:
+    callbacks: list[Callback] = [HistoryState(history)]
+    if controller is not None:
+        # The controller logs `lr` itself: Lightning's monitor cannot follow optimisers
+        # replaced between phases.
+        callbacks.append(controller)
+    else:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    callbacks.extend(extra_callbacks)
     if not settings.fast_dev_run:
         callbacks.append(
             ModelCheckpoint(
                 dirpath=run_dir,
-                filename="best-{epoch:03d}",
-                monitor=settings.monitor,
+                # With phases there is no single yardstick (see fit): keep the newest epoch.
+                filename="{epoch:03d}" if controller else "best-{epoch:03d}",
+                monitor=None if controller else settings.monitor,
                 mode="min",
                 save_last=True,
                 save_top_k=1,
             )
         )
-    if settings.early_stopping_patience is not None:
+    if settings.early_stopping_patience is not None and controller is None:
         callbacks.append(
             EarlyStopping(
                 monitor=settings.monitor,
@@ -246,8 +281,11 @@ def _build_trainer(settings: FitSettings, run_dir: Path, history: EpochHistoryLo
                 mode="min",
             )
         )
+    max_epochs = settings.max_epochs
+    if controller is not None:
+        max_epochs = controller.plan.max_epochs or -1
     return L.Trainer(
-        max_epochs=settings.max_epochs,
+        max_epochs=max_epochs,
         accelerator=settings.accelerator,
         devices=settings.devices,
         precision=settings.precision,
@@ -307,6 +345,15 @@ def _best_score(trainer: L.Trainer, history: EpochHistoryLogger, monitor: str) -
     if checkpoint is not None and checkpoint.best_model_score is not None:
         return float(checkpoint.best_model_score)
     values = [row[monitor] for row in history.rows.values() if monitor in row]
+    return float(min(values)) if values else float("nan")
+
+
+def _best_score_in_phase(history: EpochHistoryLogger, monitor: str, phase_index: int) -> float:
+    values = [
+        row[monitor]
+        for row in history.rows.values()
+        if monitor in row and row.get("phase") == phase_index
+    ]
     return float(min(values)) if values else float("nan")
 
 

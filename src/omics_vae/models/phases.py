@@ -1,0 +1,741 @@
+"""Multi-phase training: a plan of phases and the Lightning callback that runs it.
+
+A ``TrainingPlan`` is an ordered tuple of ``Phase``s. Each phase trains some of the
+model's named parts (``VAEModule.named_parts``) with an optimiser and learning-rate
+schedule of its own, may override loss weights (``BaseVAE.set_loss_weight_overrides``),
+fixed or ramped linearly, and ends after a number of epochs, when a validation metric
+crosses a threshold, or when it stops improving.
+
+``PhaseController`` runs a plan inside one ``Trainer.fit``:
+
+- at fit start it enters the current phase (the first, or the one a checkpoint was in):
+  frozen parts get ``requires_grad=False`` and eval mode, the phase's optimiser replaces
+  the strategy's, so Lightning's own checkpoint restore loads the saved optimiser state
+  into the right optimiser;
+- it owns the scheduler (stepped per epoch or per step, counted within the phase) and
+  saves it in its callback state, so resuming continues the schedule exactly;
+- at each epoch's end it logs ``phase`` and ``lr``, steps the scheduler and decides
+  whether the phase is over; the next phase starts with the next epoch, so a checkpoint
+  always holds the optimiser of the phase it names;
+- its state (plan, phase index and name, start epoch, epoch within the phase, global
+  step, transitions, plateau tracker, scheduler) travels in checkpoints; resuming with a
+  different plan is refused unless ``force_plan_change``.
+
+Torch and Lightning only: the Kedro parameter schema that builds plans lives in
+``pipelines/training/params.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from omics_vae.models.base import ADAM_EPS, BaseVAE
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+}
+SCHEDULERS = (
+    "constant",
+    "linear_warmup",
+    "cosine",
+    "step",
+    "reduce_on_plateau",
+    "one_cycle",
+)
+_ADAM_LIKE = ("adam", "adamw")
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+class PhasePlanError(ValueError):
+    """A training plan that cannot run on the model; the message names phase and field."""
+
+
+class PlanChangedError(RuntimeError):
+    """Resuming a checkpoint whose plan differs from the plan given now."""
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """A loss weight going linearly from ``start`` at a phase's first epoch to ``end``.
+
+    Attributes:
+        start: Value at the phase's first epoch.
+        end: Value reached at the last epoch of the ramp and kept after it.
+        epochs: Length of the ramp; ``None``: the whole phase (its epochs or cap).
+    """
+
+    start: float
+    end: float
+    epochs: int | None = None
+
+    def value(self, epoch_in_phase: int, phase_epochs: int | None) -> float:
+        length = self.epochs or phase_epochs or 1
+        if length <= 1:
+            return self.end
+        fraction = min(1.0, epoch_in_phase / (length - 1))
+        return self.start + (self.end - self.start) * fraction
+
+    def describe(self) -> str:
+        if self.start == self.end:
+            return f"{self.end:g}"
+        over = f" over {self.epochs} ep" if self.epochs else ""
+        return f"{self.start:g}→{self.end:g}{over}"
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A torch optimiser by name, its keyword arguments, and per-part overrides of them.
+
+    Attributes:
+        name: A key of ``OPTIMIZERS``.
+        args: Keyword arguments of the optimiser (``lr``, ``weight_decay``, ...).
+        parts: ``{part: {argument: value}}``, e.g. a lower ``lr`` for the encoder.
+    """
+
+    name: str = "adam"
+    args: Mapping[str, Any] = field(default_factory=lambda: {"lr": 1e-3})
+    parts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        args = ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.args.items()
+        )
+        text = f"{self.name}({args})"
+        for part, overrides in self.parts.items():
+            text += f" {part}:" + ",".join(f"{k}={v:g}" for k, v in overrides.items())
+        return text
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """A learning-rate schedule counted from the start of its phase.
+
+    Attributes:
+        name: One of ``SCHEDULERS``.
+        args: Its arguments: ``linear_warmup``: ``warmup`` (intervals), ``start_factor``;
+            ``cosine``: ``T_max`` (default: the phase's length), ``eta_min``; ``step``:
+            ``step_size``, ``gamma``; ``reduce_on_plateau``: ``monitor`` (a ``val/``
+            metric), ``factor``, ``patience``, ``threshold``, ``min_lr``; ``one_cycle``:
+            ``max_lr`` (default: the optimiser's ``lr``), ``total_steps`` (default: the
+            phase's length), ``pct_start``.
+        interval: Step it every ``epoch`` or every optimiser ``step``.
+    """
+
+    name: str = "constant"
+    args: Mapping[str, Any] = field(default_factory=dict)
+    interval: Literal["epoch", "step"] = "epoch"
+
+    def describe(self) -> str:
+        if self.name == "constant":
+            return "constant"
+        args = ",".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.args.items()
+        )
+        return f"{self.name}({args})/{self.interval}"
+
+
+@dataclass(frozen=True)
+class Until:
+    """When a phase ends: after ``epochs``; when ``metric`` goes ``below``/``above`` a
+    value; or when ``metric`` has not improved by ``min_delta`` for ``patience`` epochs.
+    ``max_epochs`` caps the metric criteria (``None``: no cap)."""
+
+    epochs: int | None = None
+    metric: str | None = None
+    below: float | None = None
+    above: float | None = None
+    patience: int | None = None
+    min_delta: float = 0.0
+    max_epochs: int | None = None
+
+    @property
+    def kind(self) -> Literal["epochs", "threshold", "plateau"]:
+        if self.epochs is not None:
+            return "epochs"
+        return "plateau" if self.patience is not None else "threshold"
+
+    @property
+    def cap(self) -> int | None:
+        """Most epochs the phase can last."""
+        return self.epochs if self.kind == "epochs" else self.max_epochs
+
+    def describe(self) -> str:
+        cap = f" (max {self.max_epochs})" if self.max_epochs else ""
+        if self.kind == "epochs":
+            return f"{self.epochs} epochs"
+        if self.kind == "plateau":
+            delta = f", Δ>{self.min_delta:g}" if self.min_delta else ""
+            return f"{self.metric} plateau: {self.patience} ep{delta}{cap}"
+        side, value = ("<", self.below) if self.below is not None else (">", self.above)
+        return f"{self.metric} {side} {value:g}{cap}"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a plan.
+
+    Attributes:
+        name: Shown in logs, the history and the loss-curve figure.
+        trainable: Named parts trained in this phase; the others are frozen.
+        optimizer: Its optimiser.
+        scheduler: Its learning-rate schedule.
+        loss: Loss-weight overrides (``kl_weight``, ``tc_weight``, a module's own weights).
+        until: When it ends.
+    """
+
+    name: str
+    trainable: tuple[str, ...]
+    optimizer: OptimizerSpec
+    until: Until
+    scheduler: SchedulerSpec = SchedulerSpec()
+    loss: Mapping[str, Ramp] = field(default_factory=dict)
+
+    def loss_weights(self, epoch_in_phase: int) -> dict[str, float]:
+        return {
+            name: ramp.value(epoch_in_phase, self.until.cap) for name, ramp in self.loss.items()
+        }
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """An ordered tuple of phases."""
+
+    phases: tuple[Phase, ...]
+
+    @property
+    def max_epochs(self) -> int | None:
+        """Epochs of the whole plan at most; ``None`` when a phase has no cap."""
+        caps = [phase.until.cap for phase in self.phases]
+        return None if any(cap is None for cap in caps) else sum(caps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-able form: stored in checkpoints and compared on resume."""
+        return {"phases": [_plain(asdict(phase)) for phase in self.phases]}
+
+    def names(self) -> list[str]:
+        return [phase.name for phase in self.phases]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---- checks ----------------------------------------------------------------------------
+
+
+def check_plan(plan: TrainingPlan, model: BaseVAE) -> None:
+    """Refuse a plan that cannot run on ``model``, naming the phase and the field.
+
+    Checks part names, that each phase has trainable parameters, optimiser and scheduler
+    names and arguments (by building them on the model's parameters), loss-weight names,
+    and that watched metrics are validation metrics the model logs.
+
+    Raises:
+        PhasePlanError: The first problem found.
+    """
+    if not plan.phases:
+        raise PhasePlanError("phases: the list is empty; leave it out to train in one phase")
+    names = plan.names()
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise PhasePlanError(f"phases: names must be unique, repeated: {duplicates}")
+    parts = model.module.named_parts()
+    metrics = logged_validation_metrics(model)
+    for index, phase in enumerate(plan.phases):
+        where = f"phases[{index}] ({phase.name})"
+        _check_parts(where, phase, parts)
+        _check_optimizer(where, phase, parts)
+        _check_scheduler(where, phase, parts, metrics)
+        _check_loss(where, phase, model)
+        _check_until(where, phase, metrics)
+
+
+def logged_validation_metrics(model: BaseVAE) -> list[str]:
+    """The ``val/`` metrics the model logs every epoch (what transitions may watch)."""
+    return [f"val/{term}" for term in model.module.logged_terms]
+
+
+def _check_parts(where: str, phase: Phase, parts: Mapping[str, nn.Module]) -> None:
+    unknown = sorted(set(phase.trainable) - set(parts))
+    if unknown:
+        raise PhasePlanError(
+            f"{where}.trainable: unknown part(s) {unknown}; parts of this model: {sorted(parts)}"
+        )
+    n_parameters = sum(p.numel() for name in phase.trainable for p in parts[name].parameters())
+    if n_parameters == 0:
+        raise PhasePlanError(
+            f"{where}.trainable: the parts {list(phase.trainable)} have no parameters to "
+            f"train; name at least one of {sorted(parts)} that has some"
+        )
+    unknown = sorted(set(phase.optimizer.parts) - set(phase.trainable))
+    if unknown:
+        raise PhasePlanError(
+            f"{where}.optimizer.parts: {unknown} are not trainable in this phase "
+            f"(trainable: {list(phase.trainable)})"
+        )
+
+
+def _check_optimizer(where: str, phase: Phase, parts: Mapping[str, nn.Module]) -> None:
+    if phase.optimizer.name not in OPTIMIZERS:
+        raise PhasePlanError(
+            f"{where}.optimizer.name: unknown optimizer {phase.optimizer.name!r}; "
+            f"choose one of {sorted(OPTIMIZERS)}"
+        )
+    try:
+        build_optimizer(phase.optimizer, _probe_parts(parts), phase.trainable)
+    except (TypeError, ValueError) as error:
+        raise PhasePlanError(f"{where}.optimizer: {error}") from None
+
+
+def _check_scheduler(
+    where: str, phase: Phase, parts: Mapping[str, nn.Module], metrics: list[str]
+) -> None:
+    spec = phase.scheduler
+    if spec.name not in SCHEDULERS:
+        raise PhasePlanError(
+            f"{where}.scheduler.name: unknown scheduler {spec.name!r}; choose one of "
+            f"{list(SCHEDULERS)}"
+        )
+    if spec.name == "reduce_on_plateau":
+        if spec.interval != "epoch":
+            raise PhasePlanError(f"{where}.scheduler.interval: reduce_on_plateau steps per epoch")
+        monitor = spec.args.get("monitor", "val/loss")
+        if monitor not in metrics:
+            raise PhasePlanError(
+                f"{where}.scheduler.args.monitor: {monitor!r} is never logged; choose one "
+                f"of {metrics}"
+            )
+    optimizer = build_optimizer(phase.optimizer, _probe_parts(parts), phase.trainable)
+    try:
+        # One step per epoch is enough to check the arguments.
+        build_scheduler(spec, optimizer, phase.until.cap, steps_per_epoch=1)
+    except (TypeError, ValueError, KeyError) as error:
+        raise PhasePlanError(f"{where}.scheduler: {error}") from None
+
+
+def _check_loss(where: str, phase: Phase, model: BaseVAE) -> None:
+    valid = model.loss_weight_names()
+    unknown = sorted(set(phase.loss) - set(valid))
+    if unknown:
+        raise PhasePlanError(
+            f"{where}.loss: unknown loss weight(s) {unknown}; {type(model).__name__} has "
+            f"{list(valid)}"
+        )
+    for name, ramp in phase.loss.items():
+        if ramp.start != ramp.end and ramp.epochs is None and phase.until.cap is None:
+            raise PhasePlanError(
+                f"{where}.loss.{name}: a ramp across a phase without max_epochs needs its "
+                "own `epochs`"
+            )
+
+
+def _check_until(where: str, phase: Phase, metrics: list[str]) -> None:
+    until = phase.until
+    if until.kind != "epochs" and until.metric not in metrics:
+        raise PhasePlanError(
+            f"{where}.until.metric: {until.metric!r} is never logged; phases move on by a "
+            f"validation metric, one of {metrics}"
+        )
+
+
+def _probe_parts(parts: Mapping[str, nn.Module]) -> dict[str, list[nn.Parameter]]:
+    """Parameters shaped like the parts' but detached, so checks touch no real weights."""
+    return {
+        name: [nn.Parameter(torch.zeros(1)) for _ in part.parameters()]
+        for name, part in parts.items()
+    }
+
+
+# ---- building optimisers and schedulers -------------------------------------------------
+
+
+def build_optimizer(
+    spec: OptimizerSpec,
+    part_parameters: Mapping[str, list[nn.Parameter]],
+    trainable: tuple[str, ...],
+    other_parameters: list[nn.Parameter] | None = None,
+) -> torch.optim.Optimizer:
+    """The phase's optimiser: one parameter group per trainable part (named after it).
+
+    Args:
+        spec: The optimiser's name and arguments.
+        part_parameters: Parameters of each named part.
+        trainable: Parts to train.
+        other_parameters: Parameters outside every named part (trained in every phase).
+
+    Returns:
+        A torch optimiser.
+    """
+    groups = [
+        {"params": list(part_parameters[name]), "name": name, **spec.parts.get(name, {})}
+        for name in trainable
+        if part_parameters[name]
+    ]
+    if other_parameters:
+        groups.append({"params": other_parameters, "name": "other"})
+    args = dict(spec.args)
+    if spec.name in _ADAM_LIKE:
+        # The plain path's epsilon (scvi-tools'), and one fused kernel per step.
+        args.setdefault("eps", ADAM_EPS)
+        devices = {p.device.type for group in groups for p in group["params"]}
+        if "fused" not in args and devices <= set(_FUSED_DEVICES):
+            args["fused"] = True
+    return OPTIMIZERS[spec.name](groups, **args)
+
+
+def build_scheduler(
+    spec: SchedulerSpec,
+    optimizer: torch.optim.Optimizer,
+    phase_epochs: int | None,
+    steps_per_epoch: int,
+) -> Any | None:
+    """The phase's learning-rate scheduler; ``None`` for ``constant``.
+
+    Args:
+        spec: The schedule's name and arguments.
+        optimizer: The phase's optimiser.
+        phase_epochs: The phase's length (epochs or cap), for schedules spanning it.
+        steps_per_epoch: Optimiser steps per epoch (for ``interval: step``).
+
+    Raises:
+        ValueError: A schedule that spans the phase in a phase without a length.
+    """
+    schedulers = torch.optim.lr_scheduler
+    args = dict(spec.args)
+    per_epoch = spec.interval == "epoch"
+    phase_length = (
+        None if phase_epochs is None else phase_epochs * (1 if per_epoch else steps_per_epoch)
+    )
+    if spec.name == "constant":
+        return None
+    if spec.name == "linear_warmup":
+        if "warmup" not in args:
+            raise ValueError("linear_warmup needs `warmup`: its length in epochs (or steps)")
+        return schedulers.LinearLR(
+            optimizer,
+            start_factor=args.pop("start_factor", 0.1),
+            end_factor=1.0,
+            total_iters=args.pop("warmup"),
+            **args,
+        )
+    if spec.name == "cosine":
+        return schedulers.CosineAnnealingLR(
+            optimizer, T_max=args.pop("T_max", None) or _need(phase_length, "T_max"), **args
+        )
+    if spec.name == "step":
+        return schedulers.StepLR(optimizer, **args)
+    if spec.name == "reduce_on_plateau":
+        args.pop("monitor", None)
+        return schedulers.ReduceLROnPlateau(optimizer, mode="min", **args)
+    max_lr = args.pop("max_lr", None) or [group["lr"] for group in optimizer.param_groups]
+    return schedulers.OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        total_steps=args.pop("total_steps", None) or _need(phase_length, "total_steps"),
+        **args,
+    )
+
+
+def _need(value: int | None, name: str) -> int:
+    if value is None:
+        raise ValueError(f"give `{name}`: the phase has no fixed length (no epochs or max_epochs)")
+    return value
+
+
+# ---- printing ---------------------------------------------------------------------------
+
+
+def format_plan(plan: TrainingPlan, model_defaults: Mapping[str, str] | None = None) -> str:
+    """The plan as a text table: phase, until, trainable parts, optimiser, schedule, loss.
+
+    Args:
+        plan: The plan.
+        model_defaults: What the loss column says for weights the phase does not override.
+    """
+    default_loss = (
+        ", ".join(f"{k}: {v}" for k, v in (model_defaults or {}).items()) or "model's own"
+    )
+    header = ("#", "phase", "until", "trainable", "optimizer", "schedule", "loss weights")
+    rows = [
+        (
+            str(index),
+            phase.name,
+            phase.until.describe(),
+            ",".join(phase.trainable),
+            phase.optimizer.describe(),
+            phase.scheduler.describe(),
+            ", ".join(f"{k}={r.describe()}" for k, r in phase.loss.items()) or default_loss,
+        )
+        for index, phase in enumerate(plan.phases)
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = [
+        " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in (header, *rows)
+    ]
+    lines.insert(1, "-+-".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def describe_plan_change(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """Which phases differ between two ``TrainingPlan.to_dict()`` forms."""
+    saved_phases, current_phases = saved.get("phases", []), current.get("phases", [])
+    changes = []
+    for index in range(max(len(saved_phases), len(current_phases))):
+        old = saved_phases[index] if index < len(saved_phases) else None
+        new = current_phases[index] if index < len(current_phases) else None
+        if old == new:
+            continue
+        if old is None or new is None:
+            changes.append(f"phases[{index}] {'added' if old is None else 'removed'}")
+            continue
+        fields = sorted(key for key in {*old, *new} if old.get(key) != new.get(key))
+        changes.append(f"phases[{index}] ({new.get('name')}): {', '.join(fields)}")
+    return "; ".join(changes)
+
+
+# ---- running a plan ----------------------------------------------------------------------
+
+
+class PhaseController(Callback):
+    """Runs a ``TrainingPlan`` inside ``Trainer.fit`` (see the module docstring).
+
+    Args:
+        plan: The phases.
+        steps_per_epoch: Optimiser steps per epoch (schedules stepped per step).
+        force_plan_change: Resume a checkpoint even when its plan differs from ``plan``
+            (the phase index and epoch are kept; the optimiser state must still fit).
+    """
+
+    def __init__(
+        self, plan: TrainingPlan, steps_per_epoch: int = 1, force_plan_change: bool = False
+    ) -> None:
+        self.plan = plan
+        self.steps_per_epoch = steps_per_epoch
+        self.force_plan_change = force_plan_change
+        self._trainer: L.Trainer | None = None
+        self.phase_index = 0
+        self.phase_start_epoch = 0
+        # The reason the current phase ended; the next phase begins with the next epoch.
+        self.pending_end: str | None = None
+        self.transitions: list[dict[str, Any]] = []
+        self.scheduler: Any | None = None
+        self._plateau_best = math.inf
+        self._plateau_wait = 0
+        self._loaded: dict[str, Any] | None = None
+
+    @property
+    def phase(self) -> Phase:
+        return self.plan.phases[self.phase_index]
+
+    # ---- checkpoint state --------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.to_dict(),
+            "phase_index": self.phase_index,
+            "phase_name": self.phase.name,
+            "phase_start_epoch": self.phase_start_epoch,
+            "epoch_in_phase": self._current_epoch() - self.phase_start_epoch,
+            "global_step": 0 if self._trainer is None else self._trainer.global_step,
+            "pending_end": self.pending_end,
+            "transitions": [dict(t) for t in self.transitions],
+            "plateau": {"best": self._plateau_best, "wait": self._plateau_wait},
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Applied in on_fit_start, once the plan has been compared.
+        self._loaded = state_dict
+
+    def _current_epoch(self) -> int:
+        return 0 if self._trainer is None else self._trainer.current_epoch
+
+    # ---- hooks ---------------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: BaseVAE) -> None:
+        self._trainer = trainer
+        scheduler_state = None
+        if self._loaded is not None:
+            scheduler_state = self._restore(self._loaded)
+        elif trainer.ckpt_path:
+            self._refuse_unless_forced(
+                f"the checkpoint {trainer.ckpt_path} was trained without a phase plan"
+            )
+        self._enter_phase(trainer, pl_module)
+        if scheduler_state is not None and self.scheduler is not None:
+            self.scheduler.load_state_dict(scheduler_state)
+        logger.info(
+            "Phase %d '%s' from epoch %d", self.phase_index, self.phase.name, trainer.current_epoch
+        )
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: BaseVAE) -> None:
+        if self.pending_end is not None:
+            self._finish_phase(trainer.current_epoch - 1, self.pending_end)
+            self.phase_index += 1
+            self.phase_start_epoch = trainer.current_epoch
+            self.pending_end = None
+            self._plateau_best, self._plateau_wait = math.inf, 0
+            self._enter_phase(trainer, pl_module)
+            logger.info(
+                "Phase %d '%s' from epoch %d",
+                self.phase_index,
+                self.phase.name,
+                trainer.current_epoch,
+            )
+        self._set_frozen_parts_to_eval(pl_module)
+        epoch_in_phase = trainer.current_epoch - self.phase_start_epoch
+        pl_module.set_loss_weight_overrides(self.phase.loss_weights(epoch_in_phase))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.scheduler is not None and self.phase.scheduler.interval == "step":
+            self.scheduler.step()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: BaseVAE) -> None:
+        pl_module.log("phase", float(self.phase_index), on_step=False, on_epoch=True)
+        optimizer = trainer.optimizers[0]
+        pl_module.log(
+            "lr", max(group["lr"] for group in optimizer.param_groups), on_step=False, on_epoch=True
+        )
+        self._step_epoch_scheduler(trainer)
+        reason = self._end_reason(trainer)
+        if reason is None:
+            return
+        self.pending_end = reason
+        if self.phase_index + 1 == len(self.plan.phases):
+            trainer.should_stop = True
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: BaseVAE) -> None:
+        last_epoch = trainer.current_epoch - 1
+        if not self.transitions or self.transitions[-1]["index"] != self.phase_index:
+            self._finish_phase(last_epoch, self.pending_end or "training ended")
+        pl_module.set_loss_weight_overrides({})
+        self.scheduler = None
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _restore(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        current = self.plan.to_dict()
+        if state["plan"] != current:
+            self._refuse_unless_forced(
+                "the plan changed since the checkpoint was written: "
+                + describe_plan_change(state["plan"], current)
+            )
+        self.phase_index = min(state["phase_index"], len(self.plan.phases) - 1)
+        self.phase_start_epoch = state["phase_start_epoch"]
+        self.pending_end = state["pending_end"]
+        self.transitions = [dict(t) for t in state["transitions"]]
+        self._plateau_best = state["plateau"]["best"]
+        self._plateau_wait = state["plateau"]["wait"]
+        self._loaded = None
+        return state["scheduler"]
+
+    def _refuse_unless_forced(self, problem: str) -> None:
+        if self.force_plan_change:
+            logger.warning("Resuming although %s (force_plan_change is set)", problem)
+            return
+        raise PlanChangedError(
+            f"Cannot resume: {problem}. Restore the plan the run was started with, train "
+            "afresh (resume_from: null), or set force_plan_change: true to continue anyway."
+        )
+
+    def _enter_phase(self, trainer: L.Trainer, pl_module: BaseVAE) -> None:
+        phase = self.phase
+        parts = pl_module.module.named_parts()
+        for name, part in parts.items():
+            part.requires_grad_(name in phase.trainable)
+        in_parts = {id(p) for part in parts.values() for p in part.parameters()}
+        others = [p for p in pl_module.parameters() if id(p) not in in_parts and p.requires_grad]
+        # Replacing the strategy's list and the scheduler drops the last references to the
+        # previous phase's optimiser, so its state (Adam's moments) is freed.
+        self.scheduler = None
+        optimizer = build_optimizer(
+            phase.optimizer,
+            {name: list(part.parameters()) for name, part in parts.items()},
+            phase.trainable,
+            others,
+        )
+        trainer.strategy.optimizers = [optimizer]
+        trainer.strategy.lr_scheduler_configs = []
+        self.scheduler = build_scheduler(
+            phase.scheduler, optimizer, phase.until.cap, self.steps_per_epoch
+        )
+
+    def _set_frozen_parts_to_eval(self, pl_module: BaseVAE) -> None:
+        for name, part in pl_module.module.named_parts().items():
+            if name not in self.phase.trainable:
+                part.eval()
+
+    def _step_epoch_scheduler(self, trainer: L.Trainer) -> None:
+        if self.scheduler is None or self.phase.scheduler.interval != "epoch":
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            monitor = self.phase.scheduler.args.get("monitor", "val/loss")
+            self.scheduler.step(float(trainer.callback_metrics[monitor]))
+        else:
+            self.scheduler.step()
+
+    def _end_reason(self, trainer: L.Trainer) -> str | None:
+        until = self.phase.until
+        epochs_done = trainer.current_epoch - self.phase_start_epoch + 1
+        if until.kind == "epochs":
+            return f"{until.epochs} epochs done" if epochs_done >= until.epochs else None
+        value = float(trainer.callback_metrics[until.metric])
+        if until.kind == "threshold":
+            if until.below is not None and value < until.below:
+                return f"{until.metric} {value:.4g} below {until.below:g}"
+            if until.above is not None and value > until.above:
+                return f"{until.metric} {value:.4g} above {until.above:g}"
+        elif self._plateaued(value):
+            return (
+                f"{until.metric} plateaued: no improvement over {self._plateau_best:.4g} "
+                f"for {until.patience} epochs"
+            )
+        if until.max_epochs is not None and epochs_done >= until.max_epochs:
+            return f"max_epochs {until.max_epochs} reached"
+        return None
+
+    def _plateaued(self, value: float) -> bool:
+        until = self.phase.until
+        if value < self._plateau_best - until.min_delta:
+            self._plateau_best = value
+            self._plateau_wait = 0
+            return False
+        self._plateau_wait += 1
+        return self._plateau_wait >= until.patience
+
+    def _finish_phase(self, end_epoch: int, reason: str) -> None:
+        record = {
+            "index": self.phase_index,
+            "phase": self.phase.name,
+            "start_epoch": self.phase_start_epoch,
+            "end_epoch": end_epoch,
+            "reason": reason,
+        }
+        self.transitions.append(record)
+        logger.info(
+            "Phase %d '%s' ended after epoch %d: %s",
+            self.phase_index,
+            self.phase.name,
+            end_epoch,
+            reason,
+        )
