@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -13,9 +14,10 @@ from matplotlib.figure import Figure
 
 from omics_vae.data.fingerprint import environment_versions, fingerprint_anndata
 from omics_vae.models import BaseVAE, get_model_class
+from omics_vae.models.phases import PhasePlanError, TrainingPlan, check_plan, format_plan
 from omics_vae.models.trainer import FitSettings, fit
 from omics_vae.params import validate_section
-from omics_vae.pipelines.training.params import TrainingParams
+from omics_vae.pipelines.training.params import TrainingParams, build_plan, plain_plan
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,13 @@ PARAMETERS_FILE = "conf/base/parameters_training.yml"
 
 class TrainingInputError(ValueError):
     """The processed data or the parameters cannot be trained on."""
+
+
+class TrainingDryRun(SystemExit):
+    """``training.dry_run``: the plan was validated and printed; nothing is trained.
+
+    A ``SystemExit`` with status 0, so ``kedro run`` stops there without an error.
+    """
 
 
 def train_model(
@@ -73,7 +82,17 @@ def train_model(
     )
     train, val = tensors.subset("train"), tensors.subset("val")
     del tensors  # the splits are copies; keeping all cells too would double the memory
-    result = fit(model, train, val, _fit_settings(config, train.n_obs))
+    settings = _fit_settings(config, train.n_obs)
+    plan = training_plan(config, model)
+    table = format_plan(plan or plain_plan(config, model.module.named_parts(), settings.max_epochs))
+    logger.info("Training plan:\n%s", table)
+    if config.dry_run:
+        print(table)
+        raise TrainingDryRun("training.dry_run: the plan above is valid; nothing was trained.")
+    result = fit(model, train, val, replace(settings, plan=plan))
+    history = result.history
+    if plan is not None:
+        history = with_phase_names(history, plan)
     summary = {
         "model": config.model,
         "bio_keys": bio_keys,
@@ -86,6 +105,7 @@ def train_model(
         "data_fingerprint": fingerprint_anndata(model_input, COUNTS_LAYER),
         "n_cells": {split: int(n) for split, n in model_input.obs["split"].value_counts().items()},
         "n_genes": int(model_input.n_vars),
+        "phases": result.phases,
     }
     logger.info(
         "Trained %s for %d epochs in %.1f s; best val/loss %.4f",
@@ -94,7 +114,31 @@ def train_model(
         result.wall_time_s,
         result.best_score,
     )
-    return result.model, result.history, summary
+    return result.model, history, summary
+
+
+def training_plan(config: TrainingParams, model: BaseVAE) -> TrainingPlan | None:
+    """The phases of ``config`` checked against the model built for the data.
+
+    Raises:
+        TrainingInputError: The plan cannot run on this model (e.g. a part without
+            parameters for this data); the message names the phase and the field.
+    """
+    try:
+        plan = build_plan(config, model.module.named_parts())
+        if plan is not None:
+            check_plan(plan, model)
+    except PhasePlanError as error:
+        raise TrainingInputError(f"training.{error} (in {PARAMETERS_FILE})") from None
+    return plan
+
+
+def with_phase_names(history: pd.DataFrame, plan: TrainingPlan) -> pd.DataFrame:
+    """The history with a ``phase_name`` column beside the numeric ``phase``."""
+    if "phase" not in history:
+        return history
+    names = dict(enumerate(plan.names()))
+    return history.assign(phase_name=history["phase"].map(lambda i: names.get(int(i), "")))
 
 
 def resolve_covariates(model_input: AnnData, config: TrainingParams) -> tuple[list[str], list[str]]:
@@ -159,6 +203,7 @@ def _fit_settings(config: TrainingParams, n_train_cells: int) -> FitSettings:
         seed=config.seed,
         checkpoint_dir=f"{config.checkpoint_dir}/{config.model}",
         resume_from=config.resume_from,
+        force_plan_change=config.force_plan_change,
     )
 
 
@@ -191,7 +236,9 @@ def make_model_card(
 def history_to_metrics(history: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
     """The per-epoch curves as MLflow metric histories (step = epoch)."""
     metrics = {}
-    for column in history.columns.drop("epoch"):
+    # Text columns (phase_name) are for the CSV and the figure, not MLflow metrics.
+    numeric = history.select_dtypes("number").columns
+    for column in numeric.drop("epoch"):
         values = history[["epoch", column]].dropna()
         metrics[column] = [
             {"value": float(value), "step": int(epoch)}
@@ -204,8 +251,10 @@ LOSS_PANELS = (("loss", "loss (ELBO)"), ("reconstruction", "reconstruction NLL")
 
 
 def plot_loss_curves(history: pd.DataFrame) -> Figure:
-    """Training and validation loss, reconstruction and KL per epoch."""
+    """Training and validation loss, reconstruction and KL per epoch; phases shaded."""
     figure, axes = plt.subplots(1, len(LOSS_PANELS), figsize=(4.2 * len(LOSS_PANELS), 3.4))
+    for axis in axes:
+        shade_phases(axis, history)
     for axis, (metric, title) in zip(axes, LOSS_PANELS, strict=True):
         for stage, style in (("train", "-"), ("val", "--")):
             column = f"{stage}/{metric}"
@@ -222,6 +271,42 @@ def plot_loss_curves(history: pd.DataFrame) -> Figure:
     figure.suptitle("Training curves")
     figure.tight_layout()
     return figure
+
+
+PHASE_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
+
+
+def phase_spans(history: pd.DataFrame) -> list[tuple[str, float, float]]:
+    """``(label, first epoch - 0.5, last epoch + 0.5)`` of each run of equal ``phase``."""
+    if "phase" not in history or history["phase"].isna().all():
+        return []
+    labels = history["phase_name"] if "phase_name" in history else history["phase"]
+    spans: list[tuple[str, float, float]] = []
+    previous = None
+    for epoch, phase, label in zip(history["epoch"], history["phase"], labels, strict=True):
+        if phase != previous:
+            spans.append((str(label), epoch - 0.5, epoch + 0.5))
+            previous = phase
+        else:
+            spans[-1] = (spans[-1][0], spans[-1][1], epoch + 0.5)
+    return spans
+
+
+def shade_phases(axis, history: pd.DataFrame) -> None:
+    """Shade each phase's epochs and name it at the top of the panel."""
+    for index, (label, start, end) in enumerate(phase_spans(history)):
+        colour = PHASE_COLOURS[index % len(PHASE_COLOURS)]
+        axis.axvspan(start, end, color=colour, alpha=0.12, linewidth=0)
+        axis.text(
+            (start + end) / 2,
+            0.98,
+            label,
+            transform=axis.get_xaxis_transform(),
+            ha="center",
+            va="top",
+            fontsize=7,
+            color=colour,
+        )
 
 
 def package_model_for_mlflow(model: BaseVAE) -> BaseVAE:

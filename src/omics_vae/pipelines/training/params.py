@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
 
 from omics_vae.models import get_model_class
+from omics_vae.models.phases import (
+    OptimizerSpec,
+    Phase,
+    PhasePlanError,
+    Ramp,
+    SchedulerSpec,
+    TrainingPlan,
+    Until,
+    check_plan,
+)
 from omics_vae.params import StrictModel
 
 # Hyperparameters the training node derives from the data or from other blocks.
@@ -53,6 +64,100 @@ class TrainerParams(StrictModel):
     num_threads: int | None = Field(None, gt=0)
 
 
+class RampParams(StrictModel):
+    """A loss weight ramped linearly from ``start`` to ``end`` across the phase."""
+
+    start: float
+    end: float
+    epochs: int | None = Field(None, ge=1, description="Ramp length; null: the whole phase.")
+
+
+class PhaseOptimizerParams(StrictModel):
+    name: str | None = Field(None, description="adam | adamw | sgd | rmsprop | adagrad.")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the torch optimiser (lr, ...)."
+    )
+    parts: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-part overrides of args, e.g. {encoder: {lr: 1e-4}}."
+    )
+
+
+class PhaseSchedulerParams(StrictModel):
+    name: str = Field(
+        "constant",
+        description="constant | linear_warmup | cosine | step | reduce_on_plateau | one_cycle.",
+    )
+    args: dict[str, Any] = Field(default_factory=dict)
+    interval: Literal["epoch", "step"] = "epoch"
+
+
+class PlateauParams(StrictModel):
+    metric: str = "val/loss"
+    patience: int = Field(..., ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class UntilParams(StrictModel):
+    """``{epochs: N}``, ``{metric, below|above, max_epochs}`` or ``{plateau: {...}}``."""
+
+    epochs: int | None = Field(None, ge=1)
+    metric: str | None = None
+    below: float | None = None
+    above: float | None = None
+    plateau: PlateauParams | None = None
+    max_epochs: int | None = Field(None, ge=1, description="Cap of the metric criteria.")
+
+    @model_validator(mode="after")
+    def _one_criterion(self) -> UntilParams:
+        threshold = self.metric is not None or self.below is not None or self.above is not None
+        chosen = [self.epochs is not None, threshold, self.plateau is not None]
+        if sum(chosen) != 1:
+            raise ValueError(
+                "give exactly one criterion: epochs: N; metric with below or above (and "
+                "max_epochs); or plateau: {metric, patience, min_delta}"
+            )
+        if threshold and (self.metric is None or (self.below is None) == (self.above is None)):
+            raise ValueError("a metric criterion needs metric and one of below or above")
+        if self.epochs is not None and self.max_epochs is not None:
+            raise ValueError("max_epochs caps metric criteria; with epochs: N leave it out")
+        return self
+
+    def to_until(self) -> Until:
+        if self.plateau is not None:
+            return Until(
+                metric=self.plateau.metric,
+                patience=self.plateau.patience,
+                min_delta=self.plateau.min_delta,
+                max_epochs=self.max_epochs,
+            )
+        return Until(
+            epochs=self.epochs,
+            metric=self.metric,
+            below=self.below,
+            above=self.above,
+            max_epochs=self.max_epochs,
+        )
+
+
+class PhaseDefaultsParams(StrictModel):
+    """What phases inherit when they leave a field out."""
+
+    trainable: list[str] | Literal["all"] | None = Field(
+        None, description="Parts trained; all (default) or a list."
+    )
+    frozen: list[str] | None = Field(None, description="Parts left out of trainable.")
+    optimizer: PhaseOptimizerParams | None = None
+    scheduler: PhaseSchedulerParams | None = None
+    loss: dict[str, float | RampParams] | None = Field(
+        None, description="Loss-weight overrides: kl_weight (or beta), tc_weight, ..."
+    )
+    until: UntilParams | None = None
+
+
+class PhaseParams(PhaseDefaultsParams):
+    name: str = Field(..., min_length=1)
+
+
 class TrainingParams(StrictModel):
     model: str = Field("invae", description="Registry name: invae or scvi_vae.")
     covariates: CovariateParams = CovariateParams()
@@ -66,6 +171,16 @@ class TrainingParams(StrictModel):
         None, description="null trains afresh; 'last' continues the newest run; or a path."
     )
     checkpoint_dir: str = "data/06_models/lightning"
+    phases: list[PhaseParams] | None = Field(
+        None, description="Ordered training phases; null: one phase with the settings above."
+    )
+    phase_defaults: PhaseDefaultsParams = Field(
+        default_factory=PhaseDefaultsParams, description="Fields phases inherit."
+    )
+    force_plan_change: bool = Field(
+        False, description="Resume even when the phases differ from the checkpoint's."
+    )
+    dry_run: bool = Field(False, description="Validate and print the training plan, then stop.")
 
     @model_validator(mode="after")
     def _known_model_and_hyperparameters(self) -> TrainingParams:
@@ -89,9 +204,133 @@ class TrainingParams(StrictModel):
             raise ValueError("trainer.max_epochs must be 'auto' or a positive integer")
         return self
 
+    @model_validator(mode="after")
+    def _runnable_phases(self) -> TrainingParams:
+        if self.phases is None:
+            return self
+        model = probe_model(self)
+        try:
+            check_plan(build_plan(self, model.module.named_parts()), model)
+        except PhasePlanError as error:
+            raise ValueError(str(error)) from None
+        return self
+
     @property
     def model_hyperparameters(self) -> dict[str, Any]:
         return dict(self.hyperparameters.get(self.model, {}))
+
+
+LOSS_WEIGHT_ALIASES = {"beta": "kl_weight"}
+
+
+def probe_model(config: TrainingParams):
+    """A tiny instance of the configured model (two genes, one covariate of each kind),
+    enough to know its parts and loss weights before any data is read."""
+    categories = {"covariate": ["a", "b"]}
+    return get_model_class(config.model)(
+        n_genes=2,
+        bio_categories=categories,
+        tech_categories=categories,
+        **config.model_hyperparameters,
+    )
+
+
+def build_plan(config: TrainingParams, parts: Mapping[str, Any]) -> TrainingPlan | None:
+    """The phases of ``config`` with inherited fields filled in; ``None`` without phases.
+
+    A field a phase leaves out comes from ``phase_defaults``; the optimiser's name and
+    arguments start from ``training.optimizer``; ``trainable: all`` means every part.
+
+    Args:
+        config: Validated training parameters.
+        parts: The model's named parts (``VAEModule.named_parts()``).
+
+    Raises:
+        PhasePlanError: A phase without ``until``, or an unknown frozen part.
+    """
+    if config.phases is None:
+        return None
+    return TrainingPlan(
+        tuple(
+            _resolve_phase(config, index, phase, parts) for index, phase in enumerate(config.phases)
+        )
+    )
+
+
+def plain_plan(
+    config: TrainingParams, parts: Mapping[str, Any], max_epochs: int | None
+) -> TrainingPlan:
+    """The single phase training runs without ``phases`` (for printing only)."""
+    patience = config.trainer.early_stopping_patience
+    until = (
+        Until(epochs=max_epochs)
+        if patience is None
+        else Until(
+            metric="val/loss",
+            patience=max(patience, 1),
+            min_delta=config.trainer.early_stopping_min_delta,
+            max_epochs=max_epochs,
+        )
+    )
+    return TrainingPlan((Phase("train", tuple(parts), _base_optimizer(config), until),))
+
+
+def _base_optimizer(config: TrainingParams) -> OptimizerSpec:
+    return OptimizerSpec(
+        config.optimizer.name,
+        {"lr": config.optimizer.learning_rate, "weight_decay": config.optimizer.weight_decay},
+    )
+
+
+def _resolve_phase(
+    config: TrainingParams, index: int, phase: PhaseParams, parts: Mapping[str, Any]
+) -> Phase:
+    where = f"phases[{index}] ({phase.name})"
+    defaults = config.phase_defaults
+
+    def inherited(name: str):
+        value = getattr(phase, name)
+        return getattr(defaults, name) if value is None else value
+
+    frozen = inherited("frozen") or []
+    unknown = sorted(set(frozen) - set(parts))
+    if unknown:
+        raise PhasePlanError(
+            f"{where}.frozen: unknown part(s) {unknown}; parts of this model: {sorted(parts)}"
+        )
+    trainable = inherited("trainable") or "all"
+    listed = list(parts) if trainable == "all" else trainable
+    until = inherited("until")
+    if until is None:
+        raise PhasePlanError(
+            f"{where}.until: missing; give it here or in phase_defaults (epochs: N, a metric "
+            "with below/above, or plateau)"
+        )
+    base = _base_optimizer(config)
+    optimizer_layers = [o for o in (defaults.optimizer, phase.optimizer) if o is not None]
+    name = next((o.name for o in reversed(optimizer_layers) if o.name), base.name)
+    args = dict(base.args)
+    part_args: dict[str, dict[str, Any]] = {}
+    for layer in optimizer_layers:
+        args.update(layer.args)
+        for part, overrides in layer.parts.items():
+            part_args.setdefault(part, {}).update(overrides)
+    scheduler = inherited("scheduler") or PhaseSchedulerParams()
+    loss = {**(defaults.loss or {}), **(phase.loss or {})}
+    return Phase(
+        name=phase.name,
+        trainable=tuple(part for part in listed if part not in frozen),
+        optimizer=OptimizerSpec(name.lower(), args, part_args),
+        scheduler=SchedulerSpec(scheduler.name, dict(scheduler.args), scheduler.interval),
+        loss={LOSS_WEIGHT_ALIASES.get(k, k): _ramp(v) for k, v in loss.items()},
+        until=until.to_until(),
+    )
+
+
+def _ramp(value: float | RampParams) -> Ramp:
+    if isinstance(value, RampParams):
+        return Ramp(value.start, value.end, value.epochs)
+    return Ramp(float(value), float(value))
 
 
 def hyperparameter_schema(model_class: type) -> type[StrictModel]:
