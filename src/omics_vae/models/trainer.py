@@ -155,9 +155,20 @@ class HistoryState(Callback):
 
     def __init__(self, history: EpochHistoryLogger) -> None:
         self.history = history
+        self._trainer: L.Trainer | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": {str(k): v for k, v in self.history.rows.items()}}
+        rows = {str(k): dict(v) for k, v in self.history.rows.items()}
+        if self._trainer is not None:
+            # Checkpoints are written at an epoch's end, before Lightning hands that
+            # epoch's train/* (and other epoch-end) metrics to the logger: take them here.
+            row = rows.setdefault(str(self._trainer.current_epoch), {})
+            for name, value in self._trainer.callback_metrics.items():
+                row.setdefault(name, float(value))
+        return {"rows": rows}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history.rows = {int(k): dict(v) for k, v in state_dict["rows"].items()}

@@ -35,6 +35,9 @@ class TrainingDryRun(SystemExit):
     A ``SystemExit`` with status 0, so ``kedro run`` stops there without an error.
     """
 
+    def __init__(self) -> None:
+        super().__init__(0)
+
 
 def train_model(
     model_input: AnnData, params: dict[str, Any]
@@ -87,8 +90,8 @@ def train_model(
     table = format_plan(plan or plain_plan(config, model.module.named_parts(), settings.max_epochs))
     logger.info("Training plan:\n%s", table)
     if config.dry_run:
-        print(table)
-        raise TrainingDryRun("training.dry_run: the plan above is valid; nothing was trained.")
+        print(f"{table}\ntraining.dry_run: the plan above is valid; nothing was trained.")
+        raise TrainingDryRun()
     result = fit(model, train, val, replace(settings, plan=plan))
     history = result.history
     if plan is not None:
@@ -212,7 +215,8 @@ def make_model_card(
 ) -> dict[str, Any]:
     """A small YAML-able record of what was trained, on what, and how well."""
     config = validate_section("training", TrainingParams, params)
-    final = history.iloc[-1].to_dict() if len(history) else {}
+    numeric = history.select_dtypes("number")
+    final = numeric.iloc[-1].to_dict() if len(numeric) else {}
     return {
         "model": config.model,
         "parameters": config.model_dump(mode="json"),
@@ -228,6 +232,7 @@ def make_model_card(
             "final_metrics": {k: float(v) for k, v in final.items() if k != "epoch"},
             "wall_time_s": summary["wall_time_s"],
             "resumed_from": summary["resumed_from"],
+            "phases": summary.get("phases", []),
         },
         "environment": environment_versions(),
     }

@@ -298,7 +298,9 @@ def _resolve_phase(
         raise PhasePlanError(
             f"{where}.frozen: unknown part(s) {unknown}; parts of this model: {sorted(parts)}"
         )
-    trainable = inherited("trainable") or "all"
+    trainable = inherited("trainable")
+    if trainable is None:
+        trainable = "all"
     listed = list(parts) if trainable == "all" else trainable
     until = inherited("until")
     if until is None:
