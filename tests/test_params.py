@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from omics_vae.hooks import PARAMETER_SCHEMAS
 from omics_vae.params import InvalidParametersError, validate_parameters
+from omics_vae.schemas import PARAMETER_SCHEMAS
 from tests.conftest import PROJECT_ROOT
 
 

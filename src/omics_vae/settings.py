@@ -1,12 +1,15 @@
 """Project settings. https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
 
-from kedro.config import OmegaConfigLoader
+from omics_vae.hooks import MlflowLineageHooks, ParameterValidationHooks, SweepRunHooks
+from omics_vae.sweeps import SweepConfigLoader
 
-from omics_vae.hooks import MlflowLineageHooks, ParameterValidationHooks
+# Pluggy calls the last registered first: SweepRunHooks remembers the config loader before
+# validation loads the pipelines, and ends a variant's run after MlflowLineageHooks has
+# logged the node's last file into it.
+HOOKS = (ParameterValidationHooks(), SweepRunHooks(), MlflowLineageHooks())
 
-HOOKS = (ParameterValidationHooks(), MlflowLineageHooks())
-
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# OmegaConfigLoader that also adds each sweep variant's parameter blocks (omics_vae.sweeps).
+CONFIG_LOADER_CLASS = SweepConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

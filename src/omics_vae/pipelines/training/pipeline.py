@@ -7,16 +7,16 @@ from omics_vae.pipelines.training.nodes import (
     make_model_card,
     package_model_for_mlflow,
     plot_loss_curves,
-    train_model,
 )
+from omics_vae.pipelines.training.reuse import train_or_reuse_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                train_model,
-                inputs=["model_input", "params:training"],
+                train_or_reuse_model,
+                inputs=["model_input", "params:training", "params:force_retrain"],
                 outputs=["model", "training_history", "training_summary"],
                 name="train_model_node",
             ),

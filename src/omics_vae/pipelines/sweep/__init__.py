@@ -1,0 +1,1 @@
+"""Sweeps: the training → embedding → evaluation pipelines once per variant, then a comparison."""
