@@ -11,7 +11,7 @@ from typing import Any
 import mlflow
 import torch
 from kedro.framework.hooks import hook_impl
-from kedro.io import AbstractVersionedDataset
+from kedro.io import AbstractVersionedDataset, MemoryDataset, SharedMemoryDataset
 from kedro_mlflow.framework.hooks.utils import _flatten_dict
 from mlflow.entities import RunStatus
 
@@ -118,6 +118,30 @@ def saved_file(dataset) -> str:
     return str(dataset._filepath)
 
 
+class ParallelRunnerHooks:
+    """Lets ``--runner ParallelRunner`` pass the catalog's declared in-memory datasets.
+
+    The catalog declares some ``MemoryDataset`` entries to pass AnnData objects by
+    reference in one process; under ParallelRunner each worker would hold its own empty
+    copy. Before a parallel run they become shared datasets, which the runner backs by
+    its multiprocessing manager.
+    """
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        if not _is_parallel(run_params):
+            return
+        for name in pipeline.datasets():
+            if name.startswith("params:") or name == "parameters":
+                continue
+            if type(catalog.get(name)) is MemoryDataset:
+                catalog[name] = SharedMemoryDataset()
+
+
+def _is_parallel(run_params: dict[str, Any]) -> bool:
+    return "ParallelRunner" in str(run_params.get("runner", ""))
+
+
 class SweepRunHooks:
     """One MLflow run per sweep variant, a child of the ``kedro run``'s parent run.
 
@@ -155,7 +179,7 @@ class SweepRunHooks:
         os.environ[self.PARENT_RUN_ENV] = parent.info.run_id
         # Parallel workers inherit the store's address, whatever set it in this process.
         os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
-        if "ParallelRunner" in str(run_params.get("runner", "")):
+        if _is_parallel(run_params):
             workers = min(len(variants), os.cpu_count() or 1)
             os.environ[self.THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // workers))
         mlflow.set_tags({"sweep.variants": len(variants)})

@@ -1,12 +1,22 @@
 """Project settings. https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
 
-from omics_vae.hooks import MlflowLineageHooks, ParameterValidationHooks, SweepRunHooks
+from omics_vae.hooks import (
+    MlflowLineageHooks,
+    ParallelRunnerHooks,
+    ParameterValidationHooks,
+    SweepRunHooks,
+)
 from omics_vae.sweeps import SweepConfigLoader
 
 # Pluggy calls the last registered first: SweepRunHooks remembers the config loader before
 # validation loads the pipelines, and ends a variant's run after MlflowLineageHooks has
 # logged the node's last file into it.
-HOOKS = (ParameterValidationHooks(), SweepRunHooks(), MlflowLineageHooks())
+HOOKS = (
+    ParameterValidationHooks(),
+    ParallelRunnerHooks(),
+    SweepRunHooks(),
+    MlflowLineageHooks(),
+)
 
 # OmegaConfigLoader that also adds each sweep variant's parameter blocks (omics_vae.sweeps).
 CONFIG_LOADER_CLASS = SweepConfigLoader

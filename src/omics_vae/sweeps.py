@@ -99,6 +99,8 @@ def expand_sweep(sweep: str, spec: SweepSpec) -> list[Variant]:
 
 
 def _grid_groups(sweep: str, grid: Mapping[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
+    if not grid:
+        return []
     for key, values in grid.items():
         if not values:
             raise SweepError(

@@ -1,0 +1,115 @@
+"""Train once: the training fingerprint and reuse of a finished model found in MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+import torch
+
+from omics_vae.datasets import LightningCheckpointDataset
+from omics_vae.params import validate_section
+from omics_vae.pipelines.training.params import TrainingParams
+from omics_vae.pipelines.training.reuse import (
+    FINGERPRINT_TAG,
+    find_trained_model,
+    train_or_reuse_model,
+    training_fingerprint,
+)
+
+
+@pytest.fixture
+def tracking(tmp_path):
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield mlflow.MlflowClient()
+    mlflow.set_tracking_uri(previous)
+
+
+def _fingerprint(model_input, params) -> str:
+    return training_fingerprint(model_input, validate_section("training", TrainingParams, params))
+
+
+def test_same_data_and_parameters_give_the_same_fingerprint_and_any_change_another(
+    model_input, training_params
+):
+    reference = _fingerprint(model_input, training_params)
+    assert _fingerprint(model_input.copy(), dict(training_params)) == reference
+
+    other_seed = {**training_params, "seed": 1}
+    other_size = {
+        **training_params,
+        "hyperparameters": {
+            **training_params["hyperparameters"],
+            "invae": {**training_params["hyperparameters"]["invae"], "n_latent_bio": 7},
+        },
+    }
+    changed_counts = model_input.copy()
+    changed_counts.layers["counts"][0, 0] += 1
+    changed_split = model_input.copy()
+    changed_split.obs["split"] = changed_split.obs["split"].iloc[::-1].to_numpy()
+    fingerprints = {
+        _fingerprint(model_input, other_seed),
+        _fingerprint(model_input, other_size),
+        _fingerprint(changed_counts, training_params),
+        _fingerprint(changed_split, training_params),
+    }
+    assert reference not in fingerprints
+    assert len(fingerprints) == 4
+
+
+def test_how_a_run_goes_does_not_change_the_fingerprint(model_input, training_params):
+    reference = _fingerprint(model_input, training_params)
+    operational = {
+        **training_params,
+        "resume_from": "last",
+        "checkpoint_dir": "elsewhere",
+        "trainer": {**training_params["trainer"], "num_threads": 1, "enable_progress_bar": True},
+    }
+    assert _fingerprint(model_input, operational) == reference
+
+
+def _log_like_the_pipeline(client, model, history, summary, tmp_path) -> str:
+    """What the catalog's mlflow artifact paths put into a training run."""
+    run = client.create_run(client.get_experiment_by_name("Default").experiment_id)
+    checkpoint = tmp_path / "model.ckpt"
+    LightningCheckpointDataset(filepath=str(checkpoint)).save(model)
+    (tmp_path / "training_summary.json").write_text(json.dumps(summary))
+    history.to_csv(tmp_path / "training_history.csv", index=False)
+    run_id = run.info.run_id
+    client.log_artifact(run_id, str(checkpoint), "model")
+    client.log_artifact(run_id, str(tmp_path / "training_summary.json"), "model")
+    client.log_artifact(run_id, str(tmp_path / "training_history.csv"), "reports")
+    client.set_tag(run_id, FINGERPRINT_TAG, summary[FINGERPRINT_TAG])
+    return run_id
+
+
+def test_a_finished_identical_model_is_reused_and_force_retrain_trains_again(
+    model_input, training_params, tracking, tmp_path
+):
+    model, history, summary = train_or_reuse_model(model_input, training_params)
+    assert summary["reused_from_run"] is None
+    fingerprint = summary[FINGERPRINT_TAG]
+    assert find_trained_model(fingerprint) is None
+    run_id = _log_like_the_pipeline(tracking, model, history, summary, tmp_path)
+
+    reused, reused_history, reused_summary = train_or_reuse_model(model_input, training_params)
+    assert reused_summary["reused_from_run"] == run_id
+    assert reused_summary["epochs"] == summary["epochs"]
+    assert list(reused_history["epoch"]) == list(history["epoch"])
+    for name, weights in model.state_dict().items():
+        torch.testing.assert_close(reused.state_dict()[name], weights)
+
+    _, _, retrained = train_or_reuse_model(model_input, training_params, force_retrain=True)
+    assert retrained["reused_from_run"] is None
+    other_seed = {**training_params, "seed": 3}
+    _, _, other = train_or_reuse_model(model_input, other_seed)
+    assert other["reused_from_run"] is None
+
+
+def test_a_tagged_run_without_its_files_is_not_reused(model_input, training_params, tracking):
+    fingerprint = _fingerprint(model_input, training_params)
+    run = tracking.create_run(tracking.get_experiment_by_name("Default").experiment_id)
+    tracking.set_tag(run.info.run_id, FINGERPRINT_TAG, fingerprint)
+    assert find_trained_model(fingerprint) is None
