@@ -1,0 +1,71 @@
+"""One short `kedro run` shared by the notebook, browser and registry tests of a session.
+
+Not a conftest fixture (conftest.py is shared by the whole suite): each test module wraps
+``short_run_project`` in a fixture of its own, and the project it made is found again in
+the session's temporary folder, so the runs happen once per pytest session.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _copy_project
+
+# A few epochs, one thread (the machines running the suite are shared): a minute on 2 cores.
+FAST_TRAINING = (
+    "training.trainer.max_epochs=3",
+    "training.trainer.batch_size=256",
+    "training.trainer.num_threads=1",
+)
+
+
+def kedro(project: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`kedro <args>` in ``project`` as a user runs it; fails the test on a non-zero exit."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"`kedro {' '.join(args)}` exited {result.returncode}\n"
+            f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def short_run_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project copy after `kedro run` (seed 0) and a second training run (seed 1).
+
+    Two trained runs in its mlflow.db, so run comparisons have something to compare.
+    """
+    root = tmp_path_factory.getbasetemp() / "short_run"
+    project = root / "project"
+    done = root / "done"
+    if done.exists():
+        return project
+    if root.exists():
+        pytest.fail(f"An earlier short run in {root} did not finish; see its first failure.")
+    _copy_project(project)
+    kedro(project, "run", "--params", ",".join(FAST_TRAINING))
+    kedro(
+        project,
+        "run",
+        "--pipeline",
+        "training",
+        "--params",
+        ",".join((*FAST_TRAINING, "training.seed=1")),
+    )
+    done.touch()
+    return project
