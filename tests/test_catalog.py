@@ -37,12 +37,18 @@ def test_files_written_by_pipelines_are_versioned(path):
             assert entry.get("versioned") is True, f"{path.name}: {name} is not versioned"
 
 
-def test_every_dataset_of_a_sweep_variant_has_a_factory_like_its_single_run_entry():
+@pytest.mark.parametrize(
+    ("family", "single_run_catalog"),
+    [("single_cell", "catalog.yml"), ("paired", "catalog_paired.yml")],
+)
+def test_every_dataset_of_a_sweep_variant_has_a_factory_like_its_single_run_entry(
+    family, single_run_catalog
+):
     from omics_vae.pipelines.sweep.pipeline import per_variant_pipeline
 
-    single = _entries(PROJECT_ROOT / "conf" / "base" / "catalog.yml")
+    single = _entries(PROJECT_ROOT / "conf" / "base" / single_run_catalog)
     factories = _entries(PROJECT_ROOT / "conf" / "base" / "catalog_sweeps.yml")
-    template = per_variant_pipeline()
+    template = per_variant_pipeline(family)
     per_variant = template.all_outputs() | (template.datasets() - template.inputs())
     for name in sorted(per_variant):
         factory = factories.get(f"{{variant}}.{name}")

@@ -2,10 +2,11 @@
 
 ``conf/base/parameters_sweeps.yml`` declares sweeps under the ``sweeps`` key. A sweep's
 variants are its named variants plus every combination of its grid, each run with every
-seed. Each expanded variant becomes a Kedro namespace: its ``training``, ``embedding``
-and ``evaluation`` blocks are the project's own blocks with the variant's overrides
-applied, and sit under the variant's name in the parameters (the config loader adds
-them, see :class:`SweepConfigLoader`), so nobody writes per-variant blocks by hand.
+seed. Each expanded variant becomes a Kedro namespace: its parameter blocks (``training``,
+``embedding`` and ``evaluation`` for single-cell models, ``paired`` for the joint VAE)
+are the project's own blocks with the variant's overrides applied, and sit under the
+variant's name in the parameters (the config loader adds them, see
+:class:`SweepConfigLoader`), so nobody writes per-variant blocks by hand.
 
 Everything here is plain Python over dictionaries: no Kedro session or MLflow needed.
 """
@@ -18,7 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kedro.config import OmegaConfigLoader
 from kedro.framework.project import settings
@@ -30,10 +31,34 @@ from omics_vae.schemas import PARAMETER_SCHEMAS
 
 SWEEPS_KEY = "sweeps"
 SWEEPS_FILE = "conf/base/parameters_sweeps.yml"
-# The parameter blocks a variant may override; data processing runs once for all.
-SWEPT_SECTIONS = ("training", "embedding", "evaluation")
-SEED_KEY = "training.seed"
 _NAME_SEPARATOR = "__"
+
+
+@dataclass(frozen=True)
+class FamilyKeys:
+    """Where a model family's variants differ: the parameter blocks they override (data
+    processing runs once for all variants), the key their seed sets and the folder their
+    Lightning checkpoints go to."""
+
+    sections: tuple[str, ...]
+    seed: str
+    checkpoint_dir: str
+    fixed_prefix: str | None = None  # overrides here would change the shared processing
+
+
+FAMILIES = {
+    "single_cell": FamilyKeys(
+        sections=("training", "embedding", "evaluation"),
+        seed="training.seed",
+        checkpoint_dir="training.checkpoint_dir",
+    ),
+    "paired": FamilyKeys(
+        sections=("paired",),
+        seed="paired.training.seed",
+        checkpoint_dir="paired.training.checkpoint_dir",
+        fixed_prefix="paired.processing",
+    ),
+}
 
 
 class SweepError(ValueError):
@@ -44,6 +69,9 @@ class SweepSpec(StrictModel):
     """One sweep under ``sweeps.<name>`` in the parameters."""
 
     description: str = ""
+    family: Literal["single_cell", "paired"] = Field(
+        "single_cell", description="Which models: single_cell (h5ad) or paired (two tables)."
+    )
     base: dict[str, Any] = Field(
         default_factory=dict, description="Dotted overrides applied to every variant."
     )
@@ -72,11 +100,13 @@ class Variant:
     sweep: str
     group: str
     seed: int
+    family: str = "single_cell"
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def expand_sweep(sweep: str, spec: SweepSpec) -> list[Variant]:
     """The variants of one sweep: (named variants + grid combinations) x seeds."""
+    seed_key = FAMILIES[spec.family].seed
     groups = [(label, overrides) for label, overrides in spec.variants.items()]
     groups += _grid_groups(sweep, spec.grid)
     if not groups:
@@ -91,7 +121,8 @@ def expand_sweep(sweep: str, spec: SweepSpec) -> list[Variant]:
                     sweep=sweep,
                     group=group,
                     seed=seed,
-                    overrides={**spec.base, **overrides, SEED_KEY: seed},
+                    family=spec.family,
+                    overrides={**spec.base, **overrides, seed_key: seed},
                 )
             )
     _refuse_duplicate_names(sweep, variants)
@@ -148,18 +179,24 @@ def _refuse_duplicate_names(sweep: str, variants: list[Variant]) -> None:
 def variant_parameters(
     params: Mapping[str, Any], variant: Variant, schemas: Mapping[str, type] | None = None
 ) -> dict[str, Any]:
-    """The swept parameter blocks of ``params`` with the variant's overrides applied.
+    """The swept parameter blocks of ``params`` with the variant's overrides applied, and
+    its Lightning checkpoints in a folder of its own (so ``resume_from: last`` finds the
+    variant's own run).
 
     Raises:
         SweepError: An override key that is not in the project's parameters, or a value
             whose type differs from the default's (checked again by the block's schema
             when ``schemas`` is given).
     """
-    blocks = {section: copy.deepcopy(params.get(section, {})) for section in SWEPT_SECTIONS}
+    keys = FAMILIES[variant.family]
+    blocks = {section: copy.deepcopy(params.get(section, {})) for section in keys.sections}
+    checkpoints = _get(blocks, keys.checkpoint_dir)
+    if checkpoints:
+        _set_override(blocks, keys.checkpoint_dir, f"{checkpoints}/sweeps/{variant.name}", variant)
     for key, value in variant.overrides.items():
         _set_override(blocks, key, value, variant)
     for section, schema in (schemas or {}).items():
-        if section in blocks:
+        if section in blocks and section in keys.sections:
             try:
                 validate_section(f"{variant.name}.{section}", schema, blocks[section])
             except ValueError as error:
@@ -170,14 +207,29 @@ def variant_parameters(
     return blocks
 
 
+def _get(blocks: dict[str, Any], key: str) -> Any:
+    node: Any = blocks
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def _set_override(blocks: dict[str, Any], key: str, value: Any, variant: Variant) -> None:
     section, *path = key.split(".")
     where = f"sweeps.{variant.sweep} (variant '{variant.name}') override '{key}'"
-    if section not in SWEPT_SECTIONS or not path:
+    keys = FAMILIES[variant.family]
+    if section not in keys.sections or not path:
         raise SweepError(
-            f"{where}: a sweep overrides keys under {', '.join(SWEPT_SECTIONS)}, written as "
-            f"dotted paths such as 'training.hyperparameters.invae.n_latent_bio' "
-            f"({SWEEPS_FILE})."
+            f"{where}: a {variant.family} sweep overrides keys under "
+            f"{', '.join(keys.sections)}, written as dotted paths such as "
+            f"'{keys.seed}' ({SWEEPS_FILE})."
+        )
+    if keys.fixed_prefix and key.startswith(keys.fixed_prefix):
+        raise SweepError(
+            f"{where}: '{keys.fixed_prefix}' is shared by every variant (data processing "
+            f"runs once per sweep). Change it in the project's parameters instead."
         )
     node = blocks[section]
     for depth, part in enumerate(path):
@@ -256,14 +308,16 @@ def sweep_parameters(
     _refuse_clashes_with_parameters([v.name for vs in sweeps.values() for v in vs], params)
     for variants in sweeps.values():
         for variant in variants:
+            seed_key = FAMILIES[variant.family].seed
             blocks[variant.name] = {
                 **variant_parameters(params, variant, schemas),
                 "sweep": {
                     "name": variant.sweep,
+                    "family": variant.family,
                     "variant": variant.name,
                     "group": variant.group,
                     "seed": variant.seed,
-                    "overrides": {k: v for k, v in variant.overrides.items() if k != SEED_KEY},
+                    "overrides": {k: v for k, v in variant.overrides.items() if k != seed_key},
                 },
             }
     return blocks
@@ -301,6 +355,5 @@ class SweepConfigLoader(OmegaConfigLoader):
     def __getitem__(self, key: str) -> dict[str, Any]:
         config = super().__getitem__(key)
         if key == "parameters" and config.get(SWEEPS_KEY):
-            schemas = {s: PARAMETER_SCHEMAS[s] for s in SWEPT_SECTIONS if s in PARAMETER_SCHEMAS}
-            config = {**config, **sweep_parameters(config, schemas)}
+            config = {**config, **sweep_parameters(config, PARAMETER_SCHEMAS)}
         return config

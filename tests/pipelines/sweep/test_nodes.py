@@ -42,7 +42,7 @@ def _inputs(totals: dict[str, list[float]]) -> dict:
                 "seed": seed,
                 "overrides": {},
             }
-            inputs[f"{variant}__scib_results"] = _scib_table(total)
+            inputs[f"{variant}__scores"] = _scib_table(total)
             inputs[f"{variant}__training_summary"] = {
                 "model": "invae",
                 "wall_time_s": 10.0 + seed,

@@ -80,8 +80,13 @@ def test_variant_blocks_apply_overrides_to_the_project_parameters(params):
     assert block["training"]["hyperparameters"]["invae"]["n_latent_bio"] == 12
     assert block["training"]["seed"] == 5
     assert block["embedding"] == params["embedding"]
+    # Each variant's Lightning checkpoints in a folder of its own, for resume_from: last.
+    assert block["training"]["checkpoint_dir"] == (
+        f"{params['training']['checkpoint_dir']}/sweeps/demo__n_latent_bio_12__seed_5"
+    )
     assert block["sweep"] == {
         "name": "demo",
+        "family": "single_cell",
         "variant": "demo__n_latent_bio_12__seed_5",
         "group": "demo__n_latent_bio_12",
         "seed": 5,
@@ -98,7 +103,10 @@ def test_variant_blocks_apply_overrides_to_the_project_parameters(params):
             {"grid": {"training.hyperparameters.invae.n_latent_bi": [10]}},
             "'n_latent_bi' is not a key of 'training.hyperparameters.invae'",
         ),
-        ({"grid": {"data_processing.hvg.n_top_genes": [100]}}, "a sweep overrides keys under"),
+        (
+            {"grid": {"data_processing.hvg.n_top_genes": [100]}},
+            "a single_cell sweep overrides keys under training, embedding, evaluation",
+        ),
         (
             {"grid": {"training.hyperparameters.invae.n_latent_bio": ["ten"]}},
             "invae.n_latent_bio: Input should be a valid integer",
@@ -146,3 +154,21 @@ def test_the_shipped_sweep_expands_to_the_documented_variants(params):
         "latent__scvi_baseline",
         *(f"latent__n_latent_bio_{size}" for size in (10, 20, 30, 50)),
     }
+
+
+def test_a_paired_sweep_overrides_the_paired_block_but_not_its_processing(params):
+    paired = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_paired.yml").read_text())
+    project = {**params, **paired}
+    sweep = {"family": "paired", "grid": {"paired.training.hyperparameters.n_latent": [4]}}
+    blocks = sweep_parameters({**project, "sweeps": {"p": sweep}}, PARAMETER_SCHEMAS)
+    block = blocks["p__n_latent_4__seed_0"]
+    assert set(block) == {"paired", "sweep"}
+    assert block["paired"]["training"]["hyperparameters"]["n_latent"] == 4
+    assert block["sweep"]["family"] == "paired"
+
+    processing = {"family": "paired", "grid": {"paired.processing.split.seed": [1]}}
+    with pytest.raises(SweepError, match=r"'paired\.processing' is shared by every variant"):
+        sweep_parameters({**project, "sweeps": {"p": processing}}, PARAMETER_SCHEMAS)
+    single_cell_key = {"family": "paired", "grid": {"training.seed": [1]}}
+    with pytest.raises(SweepError, match="a paired sweep overrides keys under paired"):
+        sweep_parameters({**project, "sweeps": {"p": single_cell_key}}, PARAMETER_SCHEMAS)

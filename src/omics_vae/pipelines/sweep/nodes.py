@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 from typing import Any, Literal
 
@@ -12,7 +13,9 @@ from matplotlib.figure import Figure
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from omics_vae.pipelines.evaluation.nodes import MODEL as SCIB_MODEL_ROLE
 from omics_vae.pipelines.evaluation.nodes import scib_results_to_metrics
+from omics_vae.pipelines.paired_evaluation.nodes import MODEL_METHOD, imputation_metrics
 
 # Training facts carried from each variant's summary into the comparison.
 TRAINING_COLUMNS = {
@@ -25,19 +28,38 @@ IDENTITY_COLUMNS = ("sweep", "group", "variant", "seed", "model", "reused_from_r
 LOWER_IS_BETTER = ("training/wall_time_s", "training/best_val_loss", "training/epochs")
 
 
+def single_cell_scores(scib_results: pd.DataFrame) -> dict[str, float]:
+    """The model's scib scores (``scib/<metric>``), without the baselines'."""
+    model_rows = scib_results[scib_results["role"] == SCIB_MODEL_ROLE]
+    return {key: value["value"] for key, value in scib_results_to_metrics(model_rows).items()}
+
+
+def paired_scores(imputation_summary: pd.DataFrame) -> dict[str, float]:
+    """The joint VAE's imputation scores (``paired/<direction>/<metric>``)."""
+    model_rows = imputation_summary[imputation_summary["method"] == MODEL_METHOD]
+    return {
+        key.replace(f"/{MODEL_METHOD}/", "/"): value["value"]
+        for key, value in imputation_metrics(model_rows).items()
+    }
+
+
+FAMILY_SCORES = {"single_cell": single_cell_scores, "paired": paired_scores}
+
+
 def collect_variant_scores(**inputs: Any) -> pd.DataFrame:
-    """One row per variant: its identity, scib scores of its model and training facts.
+    """One row per variant: its identity, its model's evaluation scores and training facts.
 
     Args:
         inputs: For each variant ``v``: ``v__sweep`` (its ``sweep`` parameter block),
-            ``v__scib_results`` (evaluation table) and ``v__training_summary``.
+            ``v__scores`` (its evaluation table: scib results, or the paired imputation
+            summary) and ``v__training_summary``.
     """
-    variants = _variants(inputs)
     rows = []
-    for variant in variants:
+    for variant in _variants(inputs):
         block = inputs[f"{variant}__sweep"]
         summary = inputs[f"{variant}__training_summary"]
-        scores = scib_results_to_metrics(inputs[f"{variant}__scib_results"])
+        family = block.get("family", "single_cell")
+        scores = FAMILY_SCORES[family](inputs[f"{variant}__scores"])
         rows.append(
             {
                 "sweep": block["name"],
@@ -46,7 +68,7 @@ def collect_variant_scores(**inputs: Any) -> pd.DataFrame:
                 "seed": block["seed"],
                 "model": summary["model"],
                 "reused_from_run": summary.get("reused_from_run"),
-                **{key: value["value"] for key, value in scores.items() if key.count("/") == 1},
+                **scores,
                 **{column: summary[key] for key, column in TRAINING_COLUMNS.items()},
             }
         )
@@ -157,6 +179,18 @@ def _short(group: str) -> str:
     return group.split("__", 1)[-1]
 
 
+def select_metrics(patterns: list[str], available: list[str]) -> list[str]:
+    """The available scores matching the patterns (shell-style: ``paired/*/pearson``)."""
+    selected = [name for pattern in patterns for name in fnmatch.filter(available, pattern)]
+    if not selected:
+        raise ValueError(
+            f"None of sweep_comparison.metrics {patterns} matches a score of this sweep "
+            f"(scores: {available}). Fix sweep_comparison.metrics in "
+            "conf/base/parameters_sweeps.yml."
+        )
+    return list(dict.fromkeys(selected))
+
+
 def compare_variants(
     params: dict[str, Any], **inputs: Any
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Figure]:
@@ -168,7 +202,7 @@ def compare_variants(
         inputs: See :func:`collect_variant_scores`.
     """
     scores = collect_variant_scores(**inputs)
-    metrics = [metric for metric in params["metrics"] if metric in scores]
+    metrics = select_metrics(params["metrics"], score_columns(scores))
     summary = summarise_groups(scores)
     tests = compare_groups_pairwise(scores, metrics, params["test"], params["correction"])
     return scores, summary, tests, plot_comparison(scores, metrics)
