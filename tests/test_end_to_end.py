@@ -119,8 +119,10 @@ def test_pbmc_processing_and_training_end_to_end(project_copy, kedro_cli, pbmc_3
     assert len(_versions(project_copy, "data/07_model_output/embeddings.h5ad")) == 1
     assert len(_versions(project_copy, "data/06_models/model.ckpt")) == 1
 
-    # Retraining reads the processed data already there; it does not reprocess.
-    kedro_cli("run", "--pipeline", "training", "--params", ",".join(FAST_TRAINING))
+    # Retraining reads the processed data already there; it does not reprocess. Without
+    # force_retrain the identical finished model would be reused (tests/test_sweeps_e2e).
+    retrain = ",".join((*FAST_TRAINING, "force_retrain=true"))
+    kedro_cli("run", "--pipeline", "training", "--params", retrain)
     assert len(_versions(project_copy, "data/05_model_input/model_input.h5ad")) == 1
     checkpoints = _versions(project_copy, "data/06_models/model.ckpt")
     assert len(checkpoints) == 2

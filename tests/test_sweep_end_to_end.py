@@ -1,0 +1,174 @@
+"""Sweeps through `kedro run`, in a temporary copy of the project, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+FAST = (
+    "training.trainer.max_epochs=3,training.trainer.batch_size=256,training.trainer.num_threads=1"
+)
+
+
+def _write_yaml(path: Path, content: dict) -> None:
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+
+
+def _sweep(project: Path, name: str, sweep: dict) -> None:
+    _write_yaml(project / "conf" / "local" / "parameters_sweeps.yml", {"sweeps": {name: sweep}})
+
+
+def _latest(project: Path, relative: str) -> Path:
+    return sorted((project / relative).glob("*/*"))[-1]
+
+
+def _summaries(project: Path, name: str = "training_summary.json") -> dict[str, dict]:
+    folder = project / "data" / "06_models" / "sweeps"
+    return {
+        variant.name: json.loads(
+            _latest(project, f"{variant.relative_to(project)}/{name}").read_text()
+        )
+        for variant in sorted(folder.iterdir())
+        if (variant / name).exists()
+    }
+
+
+def _runs(project: Path) -> list:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("omics_vae")
+    return client.search_runs([experiment.experiment_id])
+
+
+def test_a_sweep_on_pbmc_tracks_each_variant_compares_them_and_never_trains_twice(
+    project_copy, kedro_cli, pbmc_3chem_path
+):
+    local = project_copy / "conf" / "local"
+    _write_yaml(
+        local / "catalog.yml",
+        {
+            "raw_counts": {
+                "type": "omics_vae.datasets.H5ADDataset",
+                "filepath": str(pbmc_3chem_path),
+            }
+        },
+    )
+    _write_yaml(
+        local / "parameters_data_processing.yml",
+        {
+            "data_processing": {
+                "batch_key": "chemistry",
+                "cell_type_key": "cell_type",
+                "qc": {"min_genes_per_cell": 50, "min_counts_per_cell": 200},
+            }
+        },
+    )
+    grid = {"training.hyperparameters.invae.n_latent_bio": [8, 16]}
+    _sweep(project_copy, "size", {"grid": grid, "seeds": [0, 1]})
+
+    kedro_cli("run", "--pipeline", "sweep_size", "--params", FAST)
+
+    runs = _runs(project_copy)
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    assert len(parents) == 1
+    assert len(children) == 4
+    parent = parents[0]
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["sweep"] == "size"
+        assert child.data.tags["data_version"]
+        variant = child.data.tags["sweep.variant"]
+        size = variant.split("__")[1].removeprefix("n_latent_bio_")
+        # The keys of a plain run, so MLflow's Compare lines the variants up.
+        assert child.data.params["training.hyperparameters.invae.n_latent_bio"] == size
+        assert child.data.params["training.seed"] == child.data.tags["sweep.seed"]
+        assert {"val/loss", "scib/total"} <= set(child.data.metrics)
+        assert not any(key.startswith(variant) for key in child.data.metrics)
+    assert {"scib/total", "val/loss"}.isdisjoint(parent.data.metrics)
+
+    reports = project_copy / "data" / "08_reporting" / "sweeps" / "size"
+    scores = pd.read_csv(_latest(project_copy, "data/08_reporting/sweeps/size/variant_scores.csv"))
+    assert len(scores) == 4
+    assert scores["scib/total"].between(0, 1).all()
+    summary = pd.read_csv(_latest(project_copy, "data/08_reporting/sweeps/size/summary.csv"))
+    assert list(summary["group"]) == ["size__n_latent_bio_8", "size__n_latent_bio_16"]
+    assert (summary["n_seeds"] == 2).all()
+    tests = pd.read_csv(_latest(project_copy, "data/08_reporting/sweeps/size/pairwise_tests.csv"))
+    assert set(tests["metric"]) >= {"scib/total", "training/best_val_loss"}
+    assert (tests["n_seeds"] == 2).all()
+    assert _latest(project_copy, "data/08_reporting/sweeps/size/comparison.png").stat().st_size
+    assert reports.exists()
+
+    # Re-running the training stage finds every identical finished model in MLflow.
+    kedro_cli("run", "--pipeline", "sweep_size", "--tags", "training", "--params", FAST)
+    reused = _summaries(project_copy)
+    assert len(reused) == 4
+    assert all(summary["reused_from_run"] for summary in reused.values())
+
+    # A new seed trains only the new variants.
+    _sweep(project_copy, "size", {"grid": grid, "seeds": [0, 1, 2]})
+    kedro_cli("run", "--pipeline", "sweep_size", "--tags", "training", "--params", FAST)
+    latest = _summaries(project_copy)
+    trained = sorted(name for name, summary in latest.items() if not summary["reused_from_run"])
+    assert trained == ["size__n_latent_bio_16__seed_2", "size__n_latent_bio_8__seed_2"]
+
+
+def test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_results(
+    project_copy, kedro_cli
+):
+    local = project_copy / "conf" / "local"
+    _write_yaml(
+        local / "catalog.yml",
+        {
+            "raw_counts": {
+                "type": "omics_vae.datasets.SimulatedCountsDataset",
+                "n_cells": 600,
+                "n_genes": 300,
+                "n_batches": 2,
+                "n_cell_types": 3,
+                "seed": 0,
+            }
+        },
+    )
+    _write_yaml(
+        local / "parameters_data_processing.yml",
+        {
+            "data_processing": {
+                "hvg": {"n_top_genes": 200},
+                "qc": {"min_genes_per_cell": 20, "min_counts_per_cell": 50},
+            }
+        },
+    )
+    _sweep(project_copy, "tiny", {"grid": {"training.hyperparameters.invae.n_latent_bio": [4, 8]}})
+    fast = "training.trainer.max_epochs=3,training.trainer.batch_size=64"
+
+    kedro_cli("run", "--pipeline", "sweep_tiny", "--runner", "ParallelRunner", "--params", fast)
+    parallel = _summaries(project_copy)
+    runs = _runs(project_copy)
+    assert len(runs) == 3  # the parent and one child per variant, nothing stray
+    assert sum("mlflow.parentRunId" in run.data.tags for run in runs) == 2
+    assert all(run.info.status == "FINISHED" for run in runs)
+
+    sequential_params = f"{fast},training.trainer.num_threads=1,force_retrain=true"
+    kedro_cli(
+        "run", "--pipeline", "sweep_tiny", "--tags", "training", "--params", sequential_params
+    )
+    sequential = _summaries(project_copy)
+    assert (
+        set(sequential)
+        == set(parallel)
+        == {"tiny__n_latent_bio_4__seed_0", "tiny__n_latent_bio_8__seed_0"}
+    )
+    for variant, summary in sequential.items():
+        assert summary["reused_from_run"] is None
+        assert summary["best_val_loss"] == pytest.approx(
+            parallel[variant]["best_val_loss"], rel=1e-5
+        )
