@@ -67,29 +67,41 @@ class MlflowLineageHooks:
         # written beside the embedding carries the versions too. In a sweep the datasets
         # carry the variant's namespace: `<variant>.model`.
         prefix = f"{node.namespace}." if node.namespace else ""
-        info = outputs.get(f"{prefix}embedding_info")
-        if info is not None:
-            info["versions"] = {
-                "model": self._load_version(f"{prefix}model"),
-                "model_input": self._load_version("model_input"),
+        for family_prefix in ("", "paired_"):
+            info = outputs.get(f"{prefix}{family_prefix}embedding_info")
+            if info is not None:
+                self._stamp_versions(info, f"{prefix}{family_prefix}model", family_prefix)
+            summary = outputs.get(f"{prefix}{family_prefix}training_summary")
+            if summary is not None:
+                self._tag_training_run(summary, family_prefix)
+
+    def _stamp_versions(self, info: dict[str, Any], model: str, family_prefix: str) -> None:
+        model_input = f"{family_prefix}model_input"
+        info["versions"] = {
+            "model": self._load_version(model),
+            "model_input": self._load_version(model_input),
+        }
+        self._tag_run(
+            {
+                "embedding.model_version": info["versions"]["model"],
+                "embedding.data_fingerprint": info["data"]["fingerprint"],
             }
-            self._tag_run(
-                {
-                    "embedding.model_version": info["versions"]["model"],
-                    "embedding.data_fingerprint": info["data"]["fingerprint"],
-                }
+        )
+
+    def _tag_training_run(self, summary: dict[str, Any], family_prefix: str) -> None:
+        tags = {
+            "model_name": summary["model"],
+            "data_fingerprint": summary["data_fingerprint"],
+            "data_version": self._load_version(f"{family_prefix}model_input"),
+            "training_fingerprint": summary.get("training_fingerprint"),
+            "reused_from_run": summary.get("reused_from_run"),
+        }
+        # One tag per training phase: where it started and ended, and why it ended.
+        for phase in summary.get("phases") or []:
+            tags[f"phase.{phase['index']}.{phase['phase']}"] = (
+                f"epochs {phase['start_epoch']}-{phase['end_epoch']}: {phase['reason']}"
             )
-        summary = outputs.get(f"{prefix}training_summary")
-        if summary is not None:
-            self._tag_run(
-                {
-                    "model_name": summary["model"],
-                    "data_fingerprint": summary["data_fingerprint"],
-                    "data_version": self._load_version("model_input"),
-                    "training_fingerprint": summary.get("training_fingerprint"),
-                    "reused_from_run": summary.get("reused_from_run"),
-                }
-            )
+        self._tag_run(tags)
 
     @staticmethod
     def _tag_run(tags: dict[str, str | None]) -> None:

@@ -209,6 +209,13 @@ class BaseVAE(L.LightningModule):
     uses_bio_covariates: ClassVar[bool] = True
     # Raise glibc's malloc thresholds when fitting on a CPU (see models.allocator).
     tune_allocator: ClassVar[bool] = True
+    # Which data the model trains on (single_cell: counts in an h5ad; paired: two
+    # platforms' tables), and the constructor arguments taken from that data rather
+    # than from parameters.
+    data_kind: ClassVar[str] = "single_cell"
+    data_hyperparameters: ClassVar[frozenset[str]] = frozenset(
+        {"n_genes", "bio_categories", "tech_categories"}
+    )
     module: VAEModule
 
     def __init__(self) -> None:
@@ -279,6 +286,15 @@ class BaseVAE(L.LightningModule):
             bio_categories=CovariateEncoder.fit(adata.obs, bio_keys).to_dict(),
             tech_categories=CovariateEncoder.fit(adata.obs, tech_keys).to_dict(),
             **values,
+        )
+
+    @classmethod
+    def probe(cls, **hyperparameters: Any) -> Self:
+        """A tiny instance (two genes, one covariate of each kind): enough to know the
+        model's parts and loss weights before any data is read."""
+        categories = {"covariate": ["a", "b"]}
+        return cls(
+            n_genes=2, bio_categories=categories, tech_categories=categories, **hyperparameters
         )
 
     @classmethod

@@ -75,6 +75,8 @@ class JointVAE(BaseVAE):
     registry_name: ClassVar[str] = "joint_vae"
     corrected_latent: ClassVar[str] = "z_joint"
     uses_bio_covariates: ClassVar[bool] = False
+    data_kind: ClassVar[str] = "paired"
+    data_hyperparameters: ClassVar[frozenset[str]] = frozenset(DATA_HYPERPARAMETERS)
     module: JointVAEModule
 
     def __init__(
@@ -164,6 +166,11 @@ class JointVAE(BaseVAE):
             platform_b=str(view_b.var["platform"].iloc[0]),
             **values,
         )
+
+    @classmethod
+    def probe(cls, **hyperparameters: Any) -> Self:
+        """A tiny instance (two features per platform), to know parts and loss weights."""
+        return cls(n_features_a=2, n_features_b=2, **hyperparameters)
 
     def make_tensors(
         self, adata: AnnData, counts_layer: str | None = None, device: str | torch.device = "cpu"

@@ -14,7 +14,7 @@ from kedro.runner import SequentialRunner
 
 from omics_vae.data.paired import PairedInputError, platform_view
 from omics_vae.data.paired_simulate import simulate_paired_tables
-from omics_vae.pipelines import paired, paired_embedding, paired_processing
+from omics_vae.pipelines import paired, paired_embedding, paired_processing, paired_training
 from omics_vae.pipelines.paired_embedding.nodes import embed_paired_samples, to_original_units
 from omics_vae.pipelines.paired_processing.nodes import split_samples
 
@@ -77,6 +77,7 @@ def _catalog(raw_tables, params) -> DataCatalog:
     )
     for stage, block in params.items():
         catalog[f"params:paired.{stage}"] = block
+    catalog["params:force_retrain"] = False
     return catalog
 
 
@@ -152,3 +153,22 @@ def test_an_empty_validation_split_is_refused(raw_tables, params):
     frame = raw_tables[0].set_index("sample_id").iloc[:100]
     with pytest.raises(PairedInputError, match=r"val split.*paired.processing.split.val"):
         split_samples(frame, params["processing"])
+
+
+def test_the_joint_vae_trains_in_phases_like_the_single_cell_models(raw_tables, params):
+    """paired.training takes the same phases as training: here the decoders are frozen
+    after a short joint phase, and only the encoders adapt."""
+    params["training"]["phases"] = [
+        {"name": "joint", "until": {"epochs": 2}},
+        {"name": "encoders", "frozen": ["decoder_a", "decoder_b"], "until": {"epochs": 2}},
+    ]
+    params["training"]["trainer"]["max_epochs"] = 4
+    catalog = _catalog(raw_tables, params)
+    catalog["paired_training_summary"] = KeptDataset()
+    SequentialRunner().run(
+        paired_processing.create_pipeline() + paired_training.create_pipeline(), catalog
+    )
+    summary = catalog.load("paired_training_summary")
+    assert [phase["phase"] for phase in summary["phases"]] == ["joint", "encoders"]
+    history = catalog.load("paired_training_history")
+    assert list(history["phase_name"]) == ["joint"] * 2 + ["encoders"] * 2

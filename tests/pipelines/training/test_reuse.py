@@ -11,24 +11,28 @@ import torch
 from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.params import validate_section
 from omics_vae.pipelines.training.params import TrainingParams
+from omics_vae.pipelines.training.nodes import COUNTS_LAYER, train_or_reuse_model
 from omics_vae.pipelines.training.reuse import (
     FINGERPRINT_TAG,
+    SINGLE_CELL_ARTIFACTS,
     find_trained_model,
-    train_or_reuse_model,
     training_fingerprint,
 )
 
 
 @pytest.fixture
 def tracking(tmp_path):
+    """A temporary store with an active run, as `kedro run` has."""
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    yield mlflow.MlflowClient()
+    with mlflow.start_run():
+        yield mlflow.MlflowClient()
     mlflow.set_tracking_uri(previous)
 
 
 def _fingerprint(model_input, params) -> str:
-    return training_fingerprint(model_input, validate_section("training", TrainingParams, params))
+    config = validate_section("training", TrainingParams, params)
+    return training_fingerprint(model_input, config, COUNTS_LAYER)
 
 
 def test_same_data_and_parameters_give_the_same_fingerprint_and_any_change_another(
@@ -91,7 +95,7 @@ def test_a_finished_identical_model_is_reused_and_force_retrain_trains_again(
     model, history, summary = train_or_reuse_model(model_input, training_params)
     assert summary["reused_from_run"] is None
     fingerprint = summary[FINGERPRINT_TAG]
-    assert find_trained_model(fingerprint) is None
+    assert find_trained_model(fingerprint, SINGLE_CELL_ARTIFACTS) is None
     run_id = _log_like_the_pipeline(tracking, model, history, summary, tmp_path)
 
     reused, reused_history, reused_summary = train_or_reuse_model(model_input, training_params)
@@ -112,4 +116,4 @@ def test_a_tagged_run_without_its_files_is_not_reused(model_input, training_para
     fingerprint = _fingerprint(model_input, training_params)
     run = tracking.create_run(tracking.get_experiment_by_name("Default").experiment_id)
     tracking.set_tag(run.info.run_id, FINGERPRINT_TAG, fingerprint)
-    assert find_trained_model(fingerprint) is None
+    assert find_trained_model(fingerprint, SINGLE_CELL_ARTIFACTS) is None

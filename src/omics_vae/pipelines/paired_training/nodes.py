@@ -9,13 +9,17 @@ import lightning as L
 import pandas as pd
 from anndata import AnnData
 
-from omics_vae.data.fingerprint import environment_versions, fingerprint_anndata
+from omics_vae.data.fingerprint import fingerprint_anndata
 from omics_vae.data.paired import PairedInputError, check_paired_anndata, platform_names
 from omics_vae.models import BaseVAE, get_model_class
-from omics_vae.models.trainer import FitSettings, fit
 from omics_vae.params import validate_section
 from omics_vae.pipelines.paired_training.params import PairedTrainingParams
-from omics_vae.pipelines.training.nodes import default_max_epochs
+from omics_vae.pipelines.training.nodes import fit_model, model_card
+from omics_vae.pipelines.training.reuse import (
+    PAIRED_ARTIFACTS,
+    retrieve_or_train,
+    training_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +33,15 @@ def _config(params: dict[str, Any]) -> PairedTrainingParams:
 def train_joint_model(
     paired_model_input: AnnData, params: dict[str, Any]
 ) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
-    """Train the paired model on the ``train`` samples, validating on ``val``.
+    """Train the paired model on the ``train`` samples, validating on ``val``, with the
+    single-cell training's own loop, plan and phases (``fit_model``).
 
     Args:
         paired_model_input: paired_processing output (scaled values in ``X``).
         params: The ``paired.training`` block.
 
     Returns:
-        The model (best validation epoch), the per-epoch history and a run summary.
+        The model, the per-epoch history and a run summary.
     """
     config = _config(params)
     check_paired_anndata(paired_model_input, "paired_model_input")
@@ -51,67 +56,46 @@ def train_joint_model(
     model = get_model_class(config.model).from_anndata(
         paired_model_input,
         {
-            **config.hyperparameters,
+            **config.model_hyperparameters,
             "learning_rate": config.optimizer.learning_rate,
             "weight_decay": config.optimizer.weight_decay,
             "optimizer": config.optimizer.name,
         },
     )
-    tensors = model.make_tensors(paired_model_input)
-    train, val = tensors.subset("train"), tensors.subset("val")
-    trainer = config.trainer.model_dump()
-    if trainer["max_epochs"] == "auto":
-        trainer["max_epochs"] = default_max_epochs(train.n_obs)
-    settings = FitSettings(
-        **trainer,
-        seed=config.seed,
-        checkpoint_dir=f"{config.checkpoint_dir}/{config.model}",
-        resume_from=config.resume_from,
-    )
-    result = fit(model, train, val, settings)
-    logger.info(
-        "Trained %s for %d epochs in %.1f s; best val/loss %.4f",
-        config.model,
-        result.epochs,
-        result.wall_time_s,
-        result.best_score,
+    model, history, facts = fit_model(
+        model, model.make_tensors(paired_model_input), config, "paired.training"
     )
     summary = {
-        "model": config.model,
+        **facts,
         "platforms": platform_names(paired_model_input),
-        "epochs": result.epochs,
-        "best_val_loss": result.best_score,
-        "wall_time_s": round(result.wall_time_s, 3),
-        "resumed_from": str(result.resumed_from) if result.resumed_from else None,
-        "lightning_run_dir": str(result.run_dir),
         "data_fingerprint": fingerprint_anndata(paired_model_input, layer=None),
         "n_samples": {str(k): int(v) for k, v in counts.items()},
         "n_features": {"a": int(model.hparams.n_features_a), "b": int(model.hparams.n_features_b)},
     }
-    return result.model, result.history, summary
+    return model, history, summary
+
+
+def train_or_reuse_joint_model(
+    paired_model_input: AnnData, params: dict[str, Any], force_retrain: bool = False
+) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
+    """The paired training node: reuse an identical finished model found in MLflow by its
+    training fingerprint, or train one (see ``training.reuse``)."""
+    return retrieve_or_train(
+        lambda: train_joint_model(paired_model_input, params),
+        fingerprint=training_fingerprint(paired_model_input, _config(params), layer=None),
+        artifacts=PAIRED_ARTIFACTS,
+        force_retrain=force_retrain,
+    )
 
 
 def make_paired_model_card(
     summary: dict[str, Any], params: dict[str, Any], history: pd.DataFrame
 ) -> dict[str, Any]:
     """A YAML-able record of what was trained, on what data, and how well."""
-    config = _config(params)
-    final = history.iloc[-1].to_dict() if len(history) else {}
-    return {
-        "model": config.model,
-        "parameters": config.model_dump(mode="json"),
-        "data": {
-            "fingerprint": summary["data_fingerprint"],
-            "platforms": summary["platforms"],
-            "n_samples": summary["n_samples"],
-            "n_features": summary["n_features"],
-        },
-        "training": {
-            "epochs": summary["epochs"],
-            "best_val_loss": summary["best_val_loss"],
-            "final_metrics": {k: float(v) for k, v in final.items() if k != "epoch"},
-            "wall_time_s": summary["wall_time_s"],
-            "resumed_from": summary["resumed_from"],
-        },
-        "environment": environment_versions(),
+    data = {
+        "fingerprint": summary["data_fingerprint"],
+        "platforms": summary["platforms"],
+        "n_samples": summary["n_samples"],
+        "n_features": summary["n_features"],
     }
+    return model_card(_config(params), summary, history, data)

@@ -2,7 +2,10 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from omics_vae.pipelines.paired_training.nodes import make_paired_model_card, train_joint_model
+from omics_vae.pipelines.paired_training.nodes import (
+    make_paired_model_card,
+    train_or_reuse_joint_model,
+)
 from omics_vae.pipelines.training.nodes import history_to_metrics, plot_loss_curves
 
 
@@ -10,8 +13,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                train_joint_model,
-                inputs=["paired_model_input", "params:paired.training"],
+                train_or_reuse_joint_model,
+                inputs=["paired_model_input", "params:paired.training", "params:force_retrain"],
                 outputs=["paired_model", "paired_training_history", "paired_training_summary"],
                 name="train_joint_model_node",
             ),

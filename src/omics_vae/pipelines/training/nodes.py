@@ -17,7 +17,17 @@ from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.models.phases import PhasePlanError, TrainingPlan, check_plan, format_plan
 from omics_vae.models.trainer import FitSettings, fit
 from omics_vae.params import validate_section
-from omics_vae.pipelines.training.params import TrainingParams, build_plan, plain_plan
+from omics_vae.pipelines.training.params import (
+    FitParams,
+    TrainingParams,
+    build_plan,
+    plain_plan,
+)
+from omics_vae.pipelines.training.reuse import (
+    SINGLE_CELL_ARTIFACTS,
+    retrieve_or_train,
+    training_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +84,6 @@ def train_model(
             "optimizer": config.optimizer.name,
         },
     )
-    tensors = model.make_tensors(model_input, counts_layer=COUNTS_LAYER)
     logger.info(
         "Training %s on %d cells x %d genes (bio covariates %s, technical %s)",
         config.model,
@@ -83,33 +92,68 @@ def train_model(
         bio_keys,
         tech_keys,
     )
-    train, val = tensors.subset("train"), tensors.subset("val")
-    del tensors  # the splits are copies; keeping all cells too would double the memory
-    settings = _fit_settings(config, train.n_obs)
-    plan = training_plan(config, model)
-    table = format_plan(plan or plain_plan(config, model.module.named_parts(), settings.max_epochs))
-    logger.info("Training plan:\n%s", table)
-    if config.dry_run:
-        print(f"{table}\ntraining.dry_run: the plan above is valid; nothing was trained.")
-        raise TrainingDryRun()
-    result = fit(model, train, val, replace(settings, plan=plan))
-    history = result.history
-    if plan is not None:
-        history = with_phase_names(history, plan)
+    model, history, facts = fit_model(
+        model, model.make_tensors(model_input, counts_layer=COUNTS_LAYER), config, "training"
+    )
     summary = {
-        "model": config.model,
+        **facts,
         "bio_keys": bio_keys,
         "tech_keys": tech_keys,
-        "epochs": result.epochs,
-        "best_val_loss": result.best_score,
-        "wall_time_s": round(result.wall_time_s, 3),
-        "resumed_from": str(result.resumed_from) if result.resumed_from else None,
-        "lightning_run_dir": str(result.run_dir),
         "data_fingerprint": fingerprint_anndata(model_input, COUNTS_LAYER),
         "n_cells": {split: int(n) for split, n in model_input.obs["split"].value_counts().items()},
         "n_genes": int(model_input.n_vars),
-        "phases": result.phases,
     }
+    return model, history, summary
+
+
+def train_or_reuse_model(
+    model_input: AnnData, params: dict[str, Any], force_retrain: bool = False
+) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
+    """The training node: reuse a finished model trained on the same data with the same
+    parameters (found in MLflow by its training fingerprint), or train one.
+
+    Args:
+        model_input: Processed cells (see :func:`train_model`).
+        params: The ``training`` parameter block.
+        force_retrain: Train even when an identical model exists.
+    """
+    config = validate_section("training", TrainingParams, params)
+    return retrieve_or_train(
+        lambda: train_model(model_input, params),
+        fingerprint=training_fingerprint(model_input, config, COUNTS_LAYER),
+        artifacts=SINGLE_CELL_ARTIFACTS,
+        force_retrain=force_retrain,
+    )
+
+
+def fit_model(
+    model: BaseVAE, tensors: Any, config: FitParams, section: str
+) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
+    """Fit a model built for the data on its ``train`` split, validating on ``val``.
+
+    The plan (the phases, or one plain phase) is checked against the model and logged
+    as a table; ``dry_run`` prints it and stops.
+
+    Args:
+        model: An untrained registered model.
+        tensors: The data as the model's tensors (``model.make_tensors``).
+        config: The validated training block (single-cell or paired).
+        section: Where that block sits in the parameters, for messages.
+
+    Returns:
+        The trained model, its per-epoch history and the facts of the run.
+    """
+    train, val = tensors.subset("train"), tensors.subset("val")
+    del tensors  # the splits are copies; keeping all cells too would double the memory
+    settings = _fit_settings(config, train.n_obs)
+    plan = training_plan(config, model, section)
+    table = format_plan(plan or plain_plan(config, model.module.named_parts(), settings.max_epochs))
+    logger.info("Training plan:\n%s", table)
+    if config.dry_run:
+        print(f"{table}\n{section}.dry_run: the plan above is valid; nothing was trained.")
+        raise TrainingDryRun()
+    result = fit(model, train, val, replace(settings, plan=plan))
+    history = result.history if plan is None else with_phase_names(result.history, plan)
     logger.info(
         "Trained %s for %d epochs in %.1f s; best val/loss %.4f",
         config.model,
@@ -117,10 +161,19 @@ def train_model(
         result.wall_time_s,
         result.best_score,
     )
-    return result.model, history, summary
+    facts = {
+        "model": config.model,
+        "epochs": result.epochs,
+        "best_val_loss": result.best_score,
+        "wall_time_s": round(result.wall_time_s, 3),
+        "resumed_from": str(result.resumed_from) if result.resumed_from else None,
+        "lightning_run_dir": str(result.run_dir),
+        "phases": result.phases,
+    }
+    return result.model, history, facts
 
 
-def training_plan(config: TrainingParams, model: BaseVAE) -> TrainingPlan | None:
+def training_plan(config: FitParams, model: BaseVAE, section: str) -> TrainingPlan | None:
     """The phases of ``config`` checked against the model built for the data.
 
     Raises:
@@ -132,7 +185,7 @@ def training_plan(config: TrainingParams, model: BaseVAE) -> TrainingPlan | None
         if plan is not None:
             check_plan(plan, model)
     except PhasePlanError as error:
-        raise TrainingInputError(f"training.{error} (in {PARAMETERS_FILE})") from None
+        raise TrainingInputError(f"{section}.{error} (in conf/base/parameters_*.yml)") from None
     return plan
 
 
@@ -197,7 +250,7 @@ def default_max_epochs(n_cells: int) -> int:
     return max(1, min(400, round(400 * 20_000 / max(n_cells, 1))))
 
 
-def _fit_settings(config: TrainingParams, n_train_cells: int) -> FitSettings:
+def _fit_settings(config: FitParams, n_train_cells: int) -> FitSettings:
     trainer = config.trainer.model_dump()
     if trainer["max_epochs"] == "auto":
         trainer["max_epochs"] = default_max_epochs(n_train_cells)
@@ -215,23 +268,33 @@ def make_model_card(
 ) -> dict[str, Any]:
     """A small YAML-able record of what was trained, on what, and how well."""
     config = validate_section("training", TrainingParams, params)
+    data = {
+        "fingerprint": summary["data_fingerprint"],
+        "n_cells": summary["n_cells"],
+        "n_genes": summary["n_genes"],
+    }
+    card = model_card(config, summary, history, data)
+    card["covariates"] = {"bio": summary["bio_keys"], "tech": summary["tech_keys"]}
+    return card
+
+
+def model_card(
+    config: FitParams, summary: dict[str, Any], history: pd.DataFrame, data: dict[str, Any]
+) -> dict[str, Any]:
+    """The model card of any registered model: parameters, data, how training went."""
     numeric = history.select_dtypes("number")
     final = numeric.iloc[-1].to_dict() if len(numeric) else {}
     return {
         "model": config.model,
         "parameters": config.model_dump(mode="json"),
-        "data": {
-            "fingerprint": summary["data_fingerprint"],
-            "n_cells": summary["n_cells"],
-            "n_genes": summary["n_genes"],
-        },
-        "covariates": {"bio": summary["bio_keys"], "tech": summary["tech_keys"]},
+        "data": data,
         "training": {
             "epochs": summary["epochs"],
             "best_val_loss": summary["best_val_loss"],
             "final_metrics": {k: float(v) for k, v in final.items() if k != "epoch"},
             "wall_time_s": summary["wall_time_s"],
             "resumed_from": summary["resumed_from"],
+            "reused_from_run": summary.get("reused_from_run"),
             "phases": summary.get("phases", []),
         },
         "environment": environment_versions(),

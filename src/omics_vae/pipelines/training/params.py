@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
 
@@ -22,10 +22,9 @@ from omics_vae.models.phases import (
 )
 from omics_vae.params import StrictModel
 
-# Hyperparameters the training node derives from the data or from other blocks.
-DERIVED_HYPERPARAMETERS = frozenset(
-    {"n_genes", "bio_categories", "tech_categories", "learning_rate", "weight_decay", "optimizer"}
-)
+# Hyperparameters the training node takes from the optimizer block; the ones taken from
+# the data are each model class's ``data_hyperparameters``.
+OPTIMIZER_HYPERPARAMETERS = frozenset({"learning_rate", "weight_decay", "optimizer"})
 
 
 class CovariateParams(StrictModel):
@@ -158,12 +157,16 @@ class PhaseParams(PhaseDefaultsParams):
     name: str = Field(..., min_length=1)
 
 
-class TrainingParams(StrictModel):
-    model: str = Field("invae", description="Registry name: invae or scvi_vae.")
-    covariates: CovariateParams = CovariateParams()
-    hyperparameters: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per model name: its architecture and loss settings."
-    )
+class FitParams(StrictModel):
+    """How any registered model is trained: optimiser, trainer, seed, checkpoints, phases.
+
+    Subclasses say which models they train (``data_kind``) and where their
+    hyperparameters sit (``model_hyperparameters``).
+    """
+
+    data_kind: ClassVar[str] = "single_cell"
+
+    model: str
     optimizer: OptimizerParams = OptimizerParams()
     trainer: TrainerParams = TrainerParams()
     seed: int = 0
@@ -182,30 +185,43 @@ class TrainingParams(StrictModel):
     )
     dry_run: bool = Field(False, description="Validate and print the training plan, then stop.")
 
+    @property
+    def model_hyperparameters(self) -> dict[str, Any]:
+        raise NotImplementedError
+
     @model_validator(mode="after")
-    def _known_model_and_hyperparameters(self) -> TrainingParams:
+    def _known_model_and_hyperparameters(self) -> Self:
         try:
             model_class = get_model_class(self.model)
         except KeyError as error:
             raise ValueError(f"model: {error}") from None
+        if model_class.data_kind != self.data_kind:
+            raise ValueError(
+                f"model: '{self.model}' trains on {model_class.data_kind} data, not on "
+                f"{self.data_kind} data"
+            )
         try:
             hyperparameter_schema(model_class).model_validate(self.model_hyperparameters)
         except ValidationError as error:
             problems = "; ".join(
-                f"hyperparameters.{self.model}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
+                f"{self._hyperparameters_key}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
                 for p in error.errors()
             )
             raise ValueError(problems) from None
         return self
 
+    @property
+    def _hyperparameters_key(self) -> str:
+        return "hyperparameters"
+
     @model_validator(mode="after")
-    def _positive_epochs(self) -> TrainingParams:
+    def _positive_epochs(self) -> Self:
         if self.trainer.max_epochs != "auto" and self.trainer.max_epochs < 1:
             raise ValueError("trainer.max_epochs must be 'auto' or a positive integer")
         return self
 
     @model_validator(mode="after")
-    def _runnable_phases(self) -> TrainingParams:
+    def _runnable_phases(self) -> Self:
         if self.phases is None:
             return self
         model = probe_model(self)
@@ -215,27 +231,35 @@ class TrainingParams(StrictModel):
             raise ValueError(str(error)) from None
         return self
 
+
+class TrainingParams(FitParams):
+    """``training``: a single-cell model, its hyperparameters kept per model name."""
+
+    model: str = Field("invae", description="Registry name: invae or scvi_vae.")
+    covariates: CovariateParams = CovariateParams()
+    hyperparameters: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per model name: its architecture and loss settings."
+    )
+
     @property
     def model_hyperparameters(self) -> dict[str, Any]:
         return dict(self.hyperparameters.get(self.model, {}))
+
+    @property
+    def _hyperparameters_key(self) -> str:
+        return f"hyperparameters.{self.model}"
 
 
 LOSS_WEIGHT_ALIASES = {"beta": "kl_weight"}
 
 
-def probe_model(config: TrainingParams):
-    """A tiny instance of the configured model (two genes, one covariate of each kind),
-    enough to know its parts and loss weights before any data is read."""
-    categories = {"covariate": ["a", "b"]}
-    return get_model_class(config.model)(
-        n_genes=2,
-        bio_categories=categories,
-        tech_categories=categories,
-        **config.model_hyperparameters,
-    )
+def probe_model(config: FitParams):
+    """A tiny instance of the configured model, enough to know its parts and loss weights
+    before any data is read."""
+    return get_model_class(config.model).probe(**config.model_hyperparameters)
 
 
-def build_plan(config: TrainingParams, parts: Mapping[str, Any]) -> TrainingPlan | None:
+def build_plan(config: FitParams, parts: Mapping[str, Any]) -> TrainingPlan | None:
     """The phases of ``config`` with inherited fields filled in; ``None`` without phases.
 
     A field a phase leaves out comes from ``phase_defaults``; the optimiser's name and
@@ -257,9 +281,7 @@ def build_plan(config: TrainingParams, parts: Mapping[str, Any]) -> TrainingPlan
     )
 
 
-def plain_plan(
-    config: TrainingParams, parts: Mapping[str, Any], max_epochs: int | None
-) -> TrainingPlan:
+def plain_plan(config: FitParams, parts: Mapping[str, Any], max_epochs: int | None) -> TrainingPlan:
     """The single phase training runs without ``phases`` (for printing only)."""
     patience = config.trainer.early_stopping_patience
     until = (
@@ -275,7 +297,7 @@ def plain_plan(
     return TrainingPlan((Phase("train", tuple(parts), _base_optimizer(config), until),))
 
 
-def _base_optimizer(config: TrainingParams) -> OptimizerSpec:
+def _base_optimizer(config: FitParams) -> OptimizerSpec:
     return OptimizerSpec(
         config.optimizer.name,
         {"lr": config.optimizer.learning_rate, "weight_decay": config.optimizer.weight_decay},
@@ -283,7 +305,7 @@ def _base_optimizer(config: TrainingParams) -> OptimizerSpec:
 
 
 def _resolve_phase(
-    config: TrainingParams, index: int, phase: PhaseParams, parts: Mapping[str, Any]
+    config: FitParams, index: int, phase: PhaseParams, parts: Mapping[str, Any]
 ) -> Phase:
     where = f"phases[{index}] ({phase.name})"
     defaults = config.phase_defaults
@@ -342,7 +364,7 @@ def hyperparameter_schema(model_class: type) -> type[StrictModel]:
     fields = {
         name: (hints.get(name, Any), parameters[name].default)
         for name in model_class.hyperparameter_names()
-        if name not in DERIVED_HYPERPARAMETERS
+        if name not in model_class.data_hyperparameters | OPTIMIZER_HYPERPARAMETERS
     }
     return create_model(
         f"{model_class.__name__}Hyperparameters",

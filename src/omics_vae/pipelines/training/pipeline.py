@@ -7,8 +7,8 @@ from omics_vae.pipelines.training.nodes import (
     make_model_card,
     package_model_for_mlflow,
     plot_loss_curves,
+    train_or_reuse_model,
 )
-from omics_vae.pipelines.training.reuse import train_or_reuse_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -2,8 +2,9 @@
 
 A training run is tagged in MLflow with a fingerprint of what decides its result: the
 processed data's content, its processing record and the effective training parameters.
-Before training, the node looks for a run with that tag whose checkpoint, history and
-summary were logged, and returns those instead of training again.
+Before training, the training nodes (single-cell and paired) look for a run with that
+tag whose checkpoint, history and summary were logged, and return those instead of
+training again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +27,32 @@ import omics_vae
 from omics_vae.data.fingerprint import fingerprint_anndata
 from omics_vae.datasets.lightning_checkpoint_dataset import model_from_checkpoint, read_checkpoint
 from omics_vae.models import BaseVAE
-from omics_vae.params import validate_section
-from omics_vae.pipelines.training.nodes import COUNTS_LAYER, train_model
-from omics_vae.pipelines.training.params import TrainingParams
+from omics_vae.pipelines.training.params import FitParams
 
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_TAG = "training_fingerprint"
-# Where a training run's files land in MLflow (catalog metadata.mlflow.artifact_path).
-CHECKPOINT_ARTIFACT = "model/model.ckpt"
-SUMMARY_ARTIFACT = "model/training_summary.json"
-HISTORY_ARTIFACT = "reports/training_history.csv"
+Trained = tuple[BaseVAE, pd.DataFrame, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class TrainingArtifacts:
+    """Where a training run's files land in MLflow (the catalog entries'
+    ``metadata.mlflow.artifact_path`` and file names)."""
+
+    checkpoint: str
+    summary: str
+    history: str
+
+
+SINGLE_CELL_ARTIFACTS = TrainingArtifacts(
+    "model/model.ckpt", "model/training_summary.json", "reports/training_history.csv"
+)
+PAIRED_ARTIFACTS = TrainingArtifacts(
+    "model/paired_model.ckpt",
+    "model/paired_training_summary.json",
+    "reports/paired_training_history.csv",
+)
 # Settings that change how a run goes, not what it learns.
 OPERATIONAL_KEYS = (
     ("resume_from",),
@@ -46,48 +63,58 @@ OPERATIONAL_KEYS = (
 )
 
 
-def train_or_reuse_model(
-    model_input: AnnData, params: dict[str, Any], force_retrain: bool = False
-) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
-    """The training node: reuse an identical finished model, or train one.
-
-    Args:
-        model_input: Processed cells (see ``train_model``).
-        params: The ``training`` parameter block.
-        force_retrain: Train even when an identical model exists.
+def retrieve_or_train(
+    train: Callable[[], Trained],
+    *,
+    fingerprint: str,
+    artifacts: TrainingArtifacts,
+    force_retrain: bool = False,
+) -> Trained:
+    """Reuse the finished model of the newest MLflow run tagged with ``fingerprint``, or
+    call ``train``. Only inside an active MLflow run (as ``kedro run`` starts one).
 
     Returns:
-        Model, per-epoch history and training summary, as ``train_model`` returns them;
-        the summary also carries ``training_fingerprint`` and, when reused,
-        ``reused_from_run``.
+        Model, per-epoch history and training summary; the summary carries
+        ``training_fingerprint`` and ``reused_from_run`` (``None`` when trained here).
     """
-    config = validate_section("training", TrainingParams, params)
-    fingerprint = training_fingerprint(model_input, config)
-    if not force_retrain:
-        found = find_trained_model(fingerprint)
+    # Only tracked runs look: a node called outside `kedro run` (a notebook, a test) has
+    # no store of its own to search.
+    if not force_retrain and mlflow.active_run() is not None:
+        found = find_trained_model(fingerprint, artifacts)
         if found is not None:
             logger.info(
                 "Reusing the %s model of MLflow run %s: same data and training parameters "
                 "(fingerprint %s). Pass --params force_retrain=true to train again.",
-                config.model,
+                found.summary.get("model"),
                 found.run_id,
                 fingerprint,
             )
             summary = {**found.summary, FINGERPRINT_TAG: fingerprint}
             summary["reused_from_run"] = found.run_id
             return found.model, found.history, summary
-    model, history, summary = train_model(model_input, params)
+    model, history, summary = train()
     return model, history, {**summary, FINGERPRINT_TAG: fingerprint, "reused_from_run": None}
 
 
-def training_fingerprint(model_input: AnnData, config: TrainingParams) -> str:
-    """A hash of everything that decides a trained model: data, processing, parameters."""
+def training_fingerprint(model_input: AnnData, config: FitParams, layer: str | None) -> str:
+    """A hash of everything that decides a trained model: data, processing, parameters.
+
+    Args:
+        model_input: The processed data the model trains on.
+        config: The validated training block.
+        layer: The layer the model reads (``None``: ``X``).
+    """
     parameters = config.model_dump(mode="json")
     for path in OPERATIONAL_KEYS:
         _drop(parameters, path)
     record = {
-        "data": fingerprint_anndata(model_input, COUNTS_LAYER),
-        "processing": model_input.uns.get("data_processing", {}).get("params", {}),
+        "data": fingerprint_anndata(model_input, layer),
+        # The processing record of either family (keys differ; absent ones are empty).
+        "processing": {
+            key: model_input.uns[key].get("params", model_input.uns[key])
+            for key in ("data_processing", "paired_processing")
+            if key in model_input.uns
+        },
         "training": parameters,
         "omics_vae": omics_vae.__version__,
     }
@@ -112,7 +139,7 @@ class TrainedModel:
     summary: dict[str, Any]
 
 
-def find_trained_model(fingerprint: str) -> TrainedModel | None:
+def find_trained_model(fingerprint: str, artifacts: TrainingArtifacts) -> TrainedModel | None:
     """The newest MLflow run tagged with ``fingerprint`` that logged a complete model."""
     client = mlflow.MlflowClient()
     try:
@@ -126,27 +153,27 @@ def find_trained_model(fingerprint: str) -> TrainedModel | None:
         logger.warning("Could not search MLflow for a trained model to reuse: %s", error)
         return None
     for run in runs:
-        found = _load_trained_model(client, run.info.run_id)
+        found = _load_trained_model(client, run.info.run_id, artifacts)
         if found is not None:
             return found
     return None
 
 
-def _load_trained_model(client: mlflow.MlflowClient, run_id: str) -> TrainedModel | None:
+def _load_trained_model(
+    client: mlflow.MlflowClient, run_id: str, artifacts: TrainingArtifacts
+) -> TrainedModel | None:
+    names = (artifacts.checkpoint, artifacts.summary, artifacts.history)
     with tempfile.TemporaryDirectory() as folder:
         try:
-            paths = {
-                artifact: Path(client.download_artifacts(run_id, artifact, folder))
-                for artifact in (CHECKPOINT_ARTIFACT, SUMMARY_ARTIFACT, HISTORY_ARTIFACT)
-            }
+            paths = {name: Path(client.download_artifacts(run_id, name, folder)) for name in names}
         except (MlflowException, OSError):
             # An interrupted run tagged before its files were logged: not reusable.
             return None
-        source = f"mlflow run {run_id}: {CHECKPOINT_ARTIFACT}"
-        checkpoint = read_checkpoint(paths[CHECKPOINT_ARTIFACT].read_bytes(), source=source)
+        source = f"mlflow run {run_id}: {artifacts.checkpoint}"
+        checkpoint = read_checkpoint(paths[artifacts.checkpoint].read_bytes(), source=source)
         return TrainedModel(
             run_id=run_id,
             model=model_from_checkpoint(checkpoint, source=source),
-            history=pd.read_csv(paths[HISTORY_ARTIFACT]),
-            summary=json.loads(paths[SUMMARY_ARTIFACT].read_text()),
+            history=pd.read_csv(paths[artifacts.history]),
+            summary=json.loads(paths[artifacts.summary].read_text()),
         )
