@@ -172,3 +172,32 @@ def test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_resu
         assert summary["best_val_loss"] == pytest.approx(
             parallel[variant]["best_val_loss"], rel=1e-5
         )
+
+
+def test_a_paired_sweep_runs_the_joint_vae_variants_and_compares_their_imputation(
+    project_copy, kedro_cli
+):
+    _sweep(
+        project_copy,
+        "joint",
+        {"family": "paired", "grid": {"paired.training.hyperparameters.n_latent": [4, 8]}},
+    )
+    fast = "paired.training.trainer.max_epochs=3,paired.training.trainer.num_threads=1"
+
+    kedro_cli("run", "--pipeline", "sweep_joint", "--params", fast)
+
+    children = [run for run in _runs(project_copy) if "mlflow.parentRunId" in run.data.tags]
+    assert len(children) == 2
+    for child in children:
+        assert child.data.params["paired.training.hyperparameters.n_latent"] in {"4", "8"}
+        assert any(
+            key.startswith("paired/") and key.endswith("/pearson") for key in child.data.metrics
+        )
+    scores = pd.read_csv(_latest(project_copy, "data/08_reporting/sweeps/joint/variant_scores.csv"))
+    pearson = [
+        column for column in scores if column.startswith("paired/") and column.endswith("/pearson")
+    ]
+    assert len(pearson) == 2  # both directions
+    assert scores[pearson].notna().all().all()
+    summaries = _summaries(project_copy, "paired_training_summary.json")
+    assert set(summaries) == {"joint__n_latent_4__seed_0", "joint__n_latent_8__seed_0"}
