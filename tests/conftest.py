@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -77,3 +78,28 @@ def pbmc_3chem_path() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def write_yaml(path: Path, content: dict) -> None:
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+
+
+def use_pbmc_3chem(project: Path, pbmc_path: Path) -> None:
+    """Point a project copy's raw data at pbmc_3chem with configuration only, as the
+    README says."""
+    local = project / "conf" / "local"
+    write_yaml(
+        local / "catalog.yml",
+        {"raw_counts": {"type": "omics_vae.datasets.H5ADDataset", "filepath": str(pbmc_path)}},
+    )
+    write_yaml(
+        local / "parameters_data_processing.yml",
+        {
+            "data_processing": {
+                "batch_key": "chemistry",
+                "cell_type_key": "cell_type",
+                # A 1,767-gene panel: the default 200 genes / 500 counts drop half the cells.
+                "qc": {"min_genes_per_cell": 50, "min_counts_per_cell": 200},
+            }
+        },
+    )

@@ -16,6 +16,8 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
+from tests.conftest import use_pbmc_3chem
+
 pytestmark = pytest.mark.e2e
 
 FAST_TRAINING = ("training.trainer.max_epochs=3", "training.trainer.batch_size=256")
@@ -23,30 +25,6 @@ FAST_TRAINING = ("training.trainer.max_epochs=3", "training.trainer.batch_size=2
 
 def _versions(project: Path, relative: str) -> list[Path]:
     return sorted((project / relative).glob("*/*"))
-
-
-def _write_yaml(path: Path, content: dict) -> None:
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-
-
-def _use_pbmc(project: Path, pbmc_path: Path) -> None:
-    """Point the raw data at pbmc_3chem with configuration only, as the README says."""
-    local = project / "conf" / "local"
-    _write_yaml(
-        local / "catalog.yml",
-        {"raw_counts": {"type": "omics_vae.datasets.H5ADDataset", "filepath": str(pbmc_path)}},
-    )
-    _write_yaml(
-        local / "parameters_data_processing.yml",
-        {
-            "data_processing": {
-                "batch_key": "chemistry",
-                "cell_type_key": "cell_type",
-                # A 1,767-gene panel: the default 200 genes / 500 counts drop half the cells.
-                "qc": {"min_genes_per_cell": 50, "min_counts_per_cell": 200},
-            }
-        },
-    )
 
 
 def test_data_processing_on_the_embedded_default_writes_new_versions(project_copy, kedro_cli):
@@ -89,7 +67,7 @@ def test_a_bad_parameter_fails_in_the_first_second_naming_the_key(project_copy, 
 
 
 def test_pbmc_processing_and_training_end_to_end(project_copy, kedro_cli, pbmc_3chem_path):
-    _use_pbmc(project_copy, pbmc_3chem_path)
+    use_pbmc_3chem(project_copy, pbmc_3chem_path)
 
     kedro_cli("run", "--params", ",".join(FAST_TRAINING))
 
@@ -198,7 +176,7 @@ def test_kedro_viz_build_exports_the_pipelines_with_layers(project_copy, kedro_c
 def test_training_killed_part_way_resumes_from_last(
     project_copy, kedro_cli, pbmc_3chem_path, tmp_path
 ):
-    _use_pbmc(project_copy, pbmc_3chem_path)
+    use_pbmc_3chem(project_copy, pbmc_3chem_path)
     kedro_cli("run", "--pipeline", "data_processing")
     # Long enough (about 0.1 s an epoch here) that the kill lands mid-run on a quiet machine.
     epochs = 120

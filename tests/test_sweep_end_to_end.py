@@ -8,7 +8,8 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-import yaml
+
+from tests.conftest import use_pbmc_3chem, write_yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -17,12 +18,8 @@ FAST = (
 )
 
 
-def _write_yaml(path: Path, content: dict) -> None:
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-
-
 def _sweep(project: Path, name: str, sweep: dict) -> None:
-    _write_yaml(project / "conf" / "local" / "parameters_sweeps.yml", {"sweeps": {name: sweep}})
+    write_yaml(project / "conf" / "local" / "parameters_sweeps.yml", {"sweeps": {name: sweep}})
 
 
 def _latest(project: Path, relative: str) -> Path:
@@ -49,26 +46,7 @@ def _runs(project: Path) -> list:
 def test_a_sweep_on_pbmc_tracks_each_variant_compares_them_and_never_trains_twice(
     project_copy, kedro_cli, pbmc_3chem_path
 ):
-    local = project_copy / "conf" / "local"
-    _write_yaml(
-        local / "catalog.yml",
-        {
-            "raw_counts": {
-                "type": "omics_vae.datasets.H5ADDataset",
-                "filepath": str(pbmc_3chem_path),
-            }
-        },
-    )
-    _write_yaml(
-        local / "parameters_data_processing.yml",
-        {
-            "data_processing": {
-                "batch_key": "chemistry",
-                "cell_type_key": "cell_type",
-                "qc": {"min_genes_per_cell": 50, "min_counts_per_cell": 200},
-            }
-        },
-    )
+    use_pbmc_3chem(project_copy, pbmc_3chem_path)
     grid = {"training.hyperparameters.invae.n_latent_bio": [8, 16]}
     _sweep(project_copy, "size", {"grid": grid, "seeds": [0, 1]})
 
@@ -125,7 +103,7 @@ def test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_resu
     project_copy, kedro_cli
 ):
     local = project_copy / "conf" / "local"
-    _write_yaml(
+    write_yaml(
         local / "catalog.yml",
         {
             "raw_counts": {
@@ -138,7 +116,7 @@ def test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_resu
             }
         },
     )
-    _write_yaml(
+    write_yaml(
         local / "parameters_data_processing.yml",
         {
             "data_processing": {

@@ -10,8 +10,8 @@ import torch
 
 from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.params import validate_section
-from omics_vae.pipelines.training.params import TrainingParams
 from omics_vae.pipelines.training.nodes import COUNTS_LAYER, train_or_reuse_model
+from omics_vae.pipelines.training.params import TrainingParams
 from omics_vae.pipelines.training.reuse import (
     FINGERPRINT_TAG,
     SINGLE_CELL_ARTIFACTS,
