@@ -179,3 +179,14 @@ def test_a_paired_sweep_runs_the_joint_vae_variants_and_compares_their_imputatio
     assert scores[pearson].notna().all().all()
     summaries = _summaries(project_copy, "paired_training_summary.json")
     assert set(summaries) == {"joint__n_latent_4__seed_0", "joint__n_latent_8__seed_0"}
+
+
+def test_an_invalid_sweep_stops_the_run_before_anything_is_processed(project_copy, kedro_cli):
+    _sweep(project_copy, "bad", {"grid": {"training.hyperparameters.invae.n_latent_bi": [8]}})
+
+    result = kedro_cli("run", "--pipeline", "sweep_bad", check=False)
+
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())  # the console wraps lines
+    assert "'n_latent_bi' is not a key of 'training.hyperparameters.invae'" in output
+    assert not list((project_copy / "data" / "05_model_input").iterdir())
