@@ -5,12 +5,16 @@ Runs `kedro run --pipeline paired` in a copy of the project with platform A = RN
 (counts per 10k, log1p), 70/10/20 % train/val/test cells, once per training seed, and
 writes the test-split scores of every method to benchmarks/results/paired_imputation.*.
 
-    python benchmarks/paired_imputation.py [--seeds 0 1 2] [--project PATH]
+    python benchmarks/paired_imputation.py [--seeds 0 1 2] [--split-seed 0] [--project PATH]
+
+Another ``--split-seed`` draws other test cells; its results go to
+``paired_imputation_split<seed>.*``, so the committed split-0 results stay.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import subprocess
 import sys
@@ -54,8 +58,12 @@ def run_seed(project: Path, seed: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the cell split")
     parser.add_argument("--project", type=Path, default=ROOT, help="project to copy")
     args = parser.parse_args()
+    processing = copy.deepcopy(PROCESSING)
+    processing["split"]["seed"] = args.split_seed
+    stem = "paired_imputation" + (f"_split{args.split_seed}" if args.split_seed else "")
     with tempfile.TemporaryDirectory() as tmp:
         project = copy_project(Path(tmp) / "project") if args.project == ROOT else args.project
         local = project / "conf" / "local"
@@ -66,10 +74,10 @@ def main() -> None:
         }
         (local / "catalog_paired.yml").write_text(yaml.safe_dump(catalog))
         (local / "parameters_paired.yml").write_text(
-            yaml.safe_dump({"paired": {"processing": PROCESSING}})
+            yaml.safe_dump({"paired": {"processing": processing}})
         )
         rows = [row for seed in args.seeds for row in run_seed(project, seed)]
-    write_csv(RESULTS / "paired_imputation.csv", rows)
+    write_csv(RESULTS / f"{stem}.csv", rows)
     table = []
     for direction in dict.fromkeys(r["direction"] for r in rows):
         for method in dict.fromkeys(r["method"] for r in rows):
@@ -90,7 +98,7 @@ def main() -> None:
     text = (
         markdown_table(table) + "\n\nMachine: " + ", ".join(f"{k}: {v}" for k, v in facts.items())
     )
-    (RESULTS / "paired_imputation.md").write_text(text + "\n")
+    (RESULTS / f"{stem}.md").write_text(text + "\n")
     print(text)
 
 
