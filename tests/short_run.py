@@ -49,7 +49,11 @@ def short_run_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project copy after `kedro run` (seed 0) and a second training run (seed 1).
 
     Two trained runs in its mlflow.db, so run comparisons have something to compare.
+    ``OMICS_VAE_SHORT_RUN=<folder>`` reuses a project made earlier (for working on the
+    tests that use it).
     """
+    if os.environ.get("OMICS_VAE_SHORT_RUN"):
+        return Path(os.environ["OMICS_VAE_SHORT_RUN"])
     root = tmp_path_factory.getbasetemp() / "short_run"
     project = root / "project"
     done = root / "done"

@@ -15,6 +15,7 @@ from omics_vae import runs
 from omics_vae.data.simulate import simulate_counts
 from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.pipelines.training.nodes import make_model_card, train_model
+from tests.short_run import kedro, short_run_project
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -238,3 +239,26 @@ def test_a_relative_sqlite_store_is_found_from_the_project_root(tmp_path, monkey
     assert runs.configured_tracking_uri(tmp_path, env="base") == "sqlite:///mlflow.db"
     assert runs.tracking_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert runs.tracking_uri("http://mlflow:5000") == "http://mlflow:5000"
+
+
+@pytest.mark.e2e
+def test_kedro_embeds_with_the_registered_champion(tmp_path_factory):
+    project = short_run_project(tmp_path_factory)
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    seed_0 = runs.find_models("invae", params={"training.seed": 0}, tracking_uri=uri)
+    version = runs.register_model(seed_0.run_id.iloc[0], alias="champion", tracking_uri=uri)
+
+    kedro(
+        project,
+        "run",
+        "--pipeline",
+        "embedding",
+        "--params",
+        "embedding.model_uri=models:/invae@champion",
+    )
+
+    infos = sorted((project / "data/07_model_output/embedding_info.yml").glob("*/*"))
+    info = yaml.safe_load(infos[-1].read_text())
+    assert info["model_uri"] == "models:/invae@champion"
+    assert info["seed"] == 0  # the registered seed-0 model, not the latest checkpoint (seed 1)
+    assert version.tags["data_version"] == info["versions"]["model_input"]
