@@ -81,9 +81,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def serve(tmp_path) -> Iterator:
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory) -> Iterator:
     """Start a server command (``{port}`` filled in) and wait until it answers."""
+    tmp_path = tmp_path_factory.mktemp("servers")
     started = []
 
     def start(command: list[str], cwd: Path, timeout: float = 120) -> str:
@@ -212,7 +213,7 @@ def two_runs(project) -> list[str]:
     return list(table.sort_values("start_time").run_id[:2])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def mlflow_ui(project, serve) -> str:
     return serve(
         [
