@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _copy_project
+from tests.conftest import _copy_project, write_yaml
 
 # A few epochs, one thread (the machines running the suite are shared): a minute on 2 cores.
 FAST_TRAINING = (
@@ -22,6 +22,10 @@ FAST_TRAINING = (
     "training.trainer.batch_size=256",
     "training.trainer.num_threads=1",
 )
+# A sweep of two variants whose training stage the short run runs after the plain runs:
+# two MLflow child runs (tag ``sweep.variant``) to compare side by side.
+SWEEP = "compare"
+SWEEP_GRID = {"training.hyperparameters.invae.n_latent_bio": [8, 16]}
 
 
 def kedro(project: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -46,9 +50,11 @@ def kedro(project: Path, *args: str, timeout: int = 600) -> subprocess.Completed
 
 
 def short_run_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project copy after `kedro run` (seed 0) and a second training run (seed 1).
+    """A project copy after `kedro run` (seed 0), a second training run (seed 1), and the
+    training stage of a sweep of two variants (n_latent_bio 8 and 16, seed 0).
 
-    Two trained runs in its mlflow.db, so run comparisons have something to compare.
+    In its mlflow.db: two plain trained runs (the latest catalog checkpoint is seed 1's),
+    and a parent run with two child runs, so run comparisons have something to compare.
     ``OMICS_VAE_SHORT_RUN=<folder>`` reuses a project made earlier (for working on the
     tests that use it).
     """
@@ -70,6 +76,20 @@ def short_run_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "training",
         "--params",
         ",".join((*FAST_TRAINING, "training.seed=1")),
+    )
+    write_yaml(
+        project / "conf" / "local" / "parameters_sweeps.yml",
+        {"sweeps": {SWEEP: {"grid": SWEEP_GRID, "seeds": [0]}}},
+    )
+    kedro(
+        project,
+        "run",
+        "--pipeline",
+        f"sweep_{SWEEP}",
+        "--tags",
+        "training",
+        "--params",
+        ",".join(FAST_TRAINING),
     )
     done.touch()
     return project
