@@ -1,4 +1,5 @@
-"""Project hooks: parameter validation, MLflow artefact logging and sweep child runs."""
+"""Project hooks: parameter validation, MLflow artefact logging, sweep child runs and
+embedding with a registered model."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from kedro.io import AbstractVersionedDataset, MemoryDataset, SharedMemoryDatase
 from kedro_mlflow.framework.hooks.utils import _flatten_dict
 from mlflow.entities import RunStatus
 
-from omics_vae.params import validate_parameters
+from omics_vae.datasets import RegisteredModelDataset
+from omics_vae.params import InvalidParametersError, validate_parameters
 from omics_vae.schemas import PARAMETER_SCHEMAS
 from omics_vae.sweeps import use_config_loader
 
@@ -28,6 +30,39 @@ class ParameterValidationHooks:
     @hook_impl
     def after_context_created(self, context) -> None:
         validate_parameters(context.params, PARAMETER_SCHEMAS)
+
+
+class RegisteredModelHooks:
+    """Serves ``embedding.model_uri`` as the catalog's ``model`` and ``model_card``.
+
+    With ``--params embedding.model_uri=models:/invae@champion`` both entries become
+    read-only ``RegisteredModelDataset``s on that version in the MLflow store, so the
+    embedding pipeline, which declares ``model`` and ``model_card`` as its inputs, runs
+    where no local checkpoint exists (a fresh clone sharing only the store) and reads
+    nothing from ``data/06_models``. kedro-viz given the same ``--params`` shows the
+    registered dataset. A run that would also train ``model`` is refused before it starts:
+    it would embed with a model other than the one it trained.
+    """
+
+    @hook_impl
+    def after_catalog_created(self, catalog, parameters: dict[str, Any]) -> None:
+        uri = parameters.get("params:embedding.model_uri")
+        if uri is None or "model" not in catalog:
+            return
+        for name, part in (("model", "model"), ("model_card", "card")):
+            metadata = getattr(catalog.get(name), "metadata", None)
+            catalog[name] = RegisteredModelDataset(model_uri=uri, part=part, metadata=metadata)
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline, catalog) -> None:
+        registered = catalog.get("model") if "model" in catalog else None
+        if isinstance(registered, RegisteredModelDataset) and "model" in pipeline.all_outputs():
+            raise InvalidParametersError(
+                f"embedding.model_uri={registered.model_uri} embeds with a registered model, "
+                "but this run also trains `model`. Run the embedding on its own "
+                "(kedro run --pipeline embedding --params embedding.model_uri=...), or "
+                "train without embedding.model_uri."
+            )
 
 
 class MlflowLineageHooks:

@@ -4,6 +4,7 @@ from omics_vae.hooks import (
     MlflowLineageHooks,
     ParallelRunnerHooks,
     ParameterValidationHooks,
+    RegisteredModelHooks,
     SweepRunHooks,
 )
 from omics_vae.sweeps import SweepConfigLoader
@@ -16,6 +17,7 @@ HOOKS = (
     ParallelRunnerHooks(),
     SweepRunHooks(),
     MlflowLineageHooks(),
+    RegisteredModelHooks(),
 )
 
 # OmegaConfigLoader that also adds each sweep variant's parameter blocks (omics_vae.sweeps).

@@ -2,12 +2,14 @@
 
 from omics_vae.datasets.h5ad_dataset import H5ADDataset
 from omics_vae.datasets.lightning_checkpoint_dataset import LightningCheckpointDataset
+from omics_vae.datasets.registered_model_dataset import RegisteredModelDataset
 from omics_vae.datasets.simulated_counts_dataset import SimulatedCountsDataset
 from omics_vae.datasets.simulated_paired_dataset import SimulatedPairedDataset
 
 __all__ = [
     "H5ADDataset",
     "LightningCheckpointDataset",
+    "RegisteredModelDataset",
     "SimulatedCountsDataset",
     "SimulatedPairedDataset",
 ]

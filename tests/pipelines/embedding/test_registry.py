@@ -1,16 +1,19 @@
-"""The embedding pipeline with a model from MLflow's registry (embedding.model_uri)."""
+"""The embedding pipeline with a model from the MLflow store (embedding.model_uri)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from kedro.io import DataCatalog, MemoryDataset
+from kedro.io import DataCatalog, DatasetError, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro_datasets.yaml import YAMLDataset
 
 from omics_vae import runs
-from omics_vae.params import InvalidParametersError
-from omics_vae.pipelines.embedding.nodes import choose_model
-from omics_vae.pipelines.embedding.pipeline import create_pipeline
+from omics_vae.datasets import LightningCheckpointDataset, RegisteredModelDataset
+from omics_vae.hooks import RegisteredModelHooks
+from omics_vae.params import InvalidParametersError, validate_section
+from omics_vae.pipelines import embedding, training
+from omics_vae.pipelines.embedding.params import EmbeddingParams
 from omics_vae.pipelines.training.nodes import make_model_card, train_model
 from tests.test_runs import log_training_run
 
@@ -27,59 +30,73 @@ def registered_store(tmp_path, monkeypatch, model_input, training_params):
     return model
 
 
-@pytest.fixture
-def catalog_model(model_input, training_params):
-    """A different model in the catalog (an scVI-style VAE), to tell the two apart."""
-    training_params["model"] = "scvi_vae"
-    model, history, summary = train_model(model_input, training_params)
-    return model, make_model_card(summary, training_params, history)
-
-
-def _run_embedding(model_input, catalog_model, params) -> DataCatalog:
-    model, card = catalog_model
-    catalog = DataCatalog(
+def fresh_clone_catalog(model_input, folder, params) -> DataCatalog:
+    """The catalog's model entries on a machine that never trained: no checkpoint files."""
+    return DataCatalog(
         {
             "model_input": MemoryDataset(model_input),
-            "model": MemoryDataset(model, copy_mode="assign"),
-            "model_card": MemoryDataset(card),
+            "model": LightningCheckpointDataset(filepath=str(folder / "06_models/model.ckpt")),
+            "model_card": YAMLDataset(filepath=str(folder / "06_models/model_card.yml")),
             "params:embedding": MemoryDataset(params),
         }
     )
-    SequentialRunner().run(create_pipeline(), catalog)
-    return catalog
 
 
-def test_a_registered_model_embeds_instead_of_the_catalog_one(
-    model_input, registered_store, catalog_model
+def serve_model_uri(catalog: DataCatalog, params: dict) -> None:
+    """What Kedro does after creating the catalog of a run with these parameters."""
+    parameters = {f"params:embedding.{key}": value for key, value in params.items()}
+    RegisteredModelHooks().after_catalog_created(catalog, parameters=parameters)
+
+
+def test_a_registered_model_embeds_without_a_local_checkpoint(
+    model_input, registered_store, tmp_path
 ):
-    catalog = _run_embedding(
-        model_input, catalog_model, {"batch_size": 64, "model_uri": "models:/invae@champion"}
-    )
+    params = {"batch_size": 64, "model_uri": "models:/invae@champion"}
+    catalog = fresh_clone_catalog(model_input, tmp_path / "data", params)
+    serve_model_uri(catalog, params)
 
+    SequentialRunner().run(embedding.create_pipeline(), catalog)
+
+    assert isinstance(catalog.get("model"), RegisteredModelDataset)
     embeddings = catalog.load("embeddings")
-    assert "X_scvi_vae" not in embeddings.obsm
     expected = registered_store.get_latent(model_input)["z_i"]
     np.testing.assert_allclose(embeddings.obsm["X_invae"], expected, rtol=1e-5, atol=1e-6)
     info = catalog.load("embedding_info")
     assert info["model"] == "invae"
     assert info["model_uri"] == "models:/invae@champion"
+    assert info["seed"] == 0
+    assert not (tmp_path / "data" / "06_models").exists()
 
 
-def test_without_a_model_uri_the_catalog_model_embeds(model_input, catalog_model):
-    catalog = _run_embedding(model_input, catalog_model, {"batch_size": 64, "model_uri": None})
+def test_without_a_model_uri_the_catalog_checkpoint_is_read(model_input, tmp_path):
+    params = {"batch_size": 64, "model_uri": None}
+    catalog = fresh_clone_catalog(model_input, tmp_path / "data", params)
+    serve_model_uri(catalog, params)
 
-    assert "X_scvi_vae" in catalog.load("embeddings").obsm
-    assert catalog.load("embedding_info")["model_uri"] is None
+    assert isinstance(catalog.get("model"), LightningCheckpointDataset)
+    with pytest.raises(DatasetError, match=r"model\.ckpt"):
+        SequentialRunner().run(embedding.create_pipeline(), catalog)
 
 
-def test_an_unknown_alias_is_named(model_input, registered_store, catalog_model):
-    model, card = catalog_model
-    with pytest.raises(runs.ModelNotFoundError, match="models:/invae@nobody"):
-        choose_model(model, card, {"model_uri": "models:/invae@nobody"})
+def test_a_run_that_also_trains_is_refused_before_it_starts(model_input, tmp_path):
+    params = {"batch_size": 64, "model_uri": "models:/invae@champion"}
+    catalog = fresh_clone_catalog(model_input, tmp_path / "data", params)
+    serve_model_uri(catalog, params)
+    trains_and_embeds = training.create_pipeline() + embedding.create_pipeline()
+
+    with pytest.raises(InvalidParametersError, match="also trains `model`"):
+        RegisteredModelHooks().before_pipeline_run(trains_and_embeds, catalog)
+    RegisteredModelHooks().before_pipeline_run(embedding.create_pipeline(), catalog)
 
 
 @pytest.mark.parametrize("uri", ["invae@champion", "runs:/abc/model", "models:/invae"])
-def test_model_uri_must_name_a_registered_version(catalog_model, uri):
-    model, card = catalog_model
+def test_model_uri_must_name_a_version_or_a_run(uri):
     with pytest.raises(InvalidParametersError, match=r"embedding\.model_uri"):
-        choose_model(model, card, {"model_uri": uri})
+        validate_section("embedding", EmbeddingParams, {"model_uri": uri})
+
+
+@pytest.mark.parametrize(
+    "uri", ["models:/invae@champion", "models:/invae/3", f"runs:/{'a1' * 16}/model"]
+)
+def test_model_uri_takes_registered_versions_and_runs(uri):
+    assert validate_section("embedding", EmbeddingParams, {"model_uri": uri}).model_uri == uri

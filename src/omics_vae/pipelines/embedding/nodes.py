@@ -16,7 +16,6 @@ from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.params import validate_section
 from omics_vae.pipelines.embedding.params import EmbeddingParams
 from omics_vae.pipelines.training.params import TrainingParams, hyperparameter_schema
-from omics_vae.runs import load_model_and_card
 
 logger = logging.getLogger(__name__)
 
@@ -27,28 +26,6 @@ class EmbeddingInputError(ValueError):
     """The model and the data it is asked to embed do not belong together."""
 
 
-def choose_model(
-    model: BaseVAE, model_card: dict[str, Any], params: dict[str, Any]
-) -> tuple[BaseVAE, dict[str, Any]]:
-    """The model to embed with: the catalog's checkpoint, or a registered model.
-
-    Args:
-        model: The catalog's model (the latest checkpoint, or ``--load-versions``).
-        model_card: Its card.
-        params: The ``embedding`` parameter block; ``model_uri`` (``models:/<name>@<alias>``)
-            picks a version from MLflow's model registry instead.
-
-    Returns:
-        The model and its card; a registered model's card records its ``model_uri``.
-    """
-    config = validate_section("embedding", EmbeddingParams, params)
-    if config.model_uri is None:
-        return model, model_card
-    registered, card = load_model_and_card(config.model_uri)
-    logger.info("Embedding with the registered model %s", config.model_uri)
-    return registered, {**card, "model_uri": config.model_uri}
-
-
 def embed_cells(
     model_input: AnnData, model: BaseVAE, model_card: dict[str, Any], params: dict[str, Any]
 ) -> tuple[AnnData, pd.DataFrame, dict[str, Any]]:
@@ -56,8 +33,9 @@ def embed_cells(
 
     Args:
         model_input: The processed cells.
-        model: A trained model.
-        model_card: The card saved beside the checkpoint (training parameters, data).
+        model: A trained model: the catalog's checkpoint or, with ``embedding.model_uri``,
+            a registered version (see ``omics_vae.hooks.RegisteredModelHooks``).
+        model_card: Its card (training parameters, data; ``model_uri`` when registered).
         params: The ``embedding`` parameter block.
 
     Returns:

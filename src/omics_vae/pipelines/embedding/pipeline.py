@@ -2,28 +2,22 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from omics_vae.pipelines.embedding.nodes import choose_model, embed_cells
+from omics_vae.pipelines.embedding.nodes import embed_cells
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """Embed ``model_input`` with ``model`` and its ``model_card``.
+
+    ``model`` is the catalog's latest checkpoint (or ``--load-versions model:<version>``);
+    with ``--params embedding.model_uri=models:/<name>@<alias>`` the project's
+    ``RegisteredModelHooks`` serves that registered version as ``model`` and
+    ``model_card`` instead, so no local checkpoint is needed.
+    """
     return Pipeline(
         [
-            # A node of its own, so kedro-viz shows where the embedding's model came from
-            # (the catalog's checkpoint or, with embedding.model_uri, MLflow's registry).
-            Node(
-                choose_model,
-                inputs=["model", "model_card", "params:embedding"],
-                outputs=["embedding_model", "embedding_model_card"],
-                name="choose_model_node",
-            ),
             Node(
                 embed_cells,
-                inputs=[
-                    "model_input",
-                    "embedding_model",
-                    "embedding_model_card",
-                    "params:embedding",
-                ],
+                inputs=["model_input", "model", "model_card", "params:embedding"],
                 outputs=["embeddings", "latent_table", "embedding_info"],
                 name="embed_cells_node",
             ),
