@@ -13,8 +13,9 @@ from mlflow import MlflowClient
 
 from omics_vae import runs
 from omics_vae.data.simulate import simulate_counts
-from omics_vae.datasets import LightningCheckpointDataset
+from omics_vae.datasets import H5ADDataset, LightningCheckpointDataset
 from omics_vae.pipelines.training.nodes import make_model_card, train_model
+from tests.conftest import _copy_project, write_yaml
 from tests.short_run import kedro, short_run_project
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -242,23 +243,43 @@ def test_a_relative_sqlite_store_is_found_from_the_project_root(tmp_path, monkey
 
 
 @pytest.mark.e2e
-def test_kedro_embeds_with_the_registered_champion(tmp_path_factory):
-    project = short_run_project(tmp_path_factory)
-    uri = f"sqlite:///{project / 'mlflow.db'}"
+def test_a_fresh_clone_embeds_with_the_registered_champion(tmp_path_factory):
+    """A colleague's clone shares only the MLflow store: no checkpoint, its own data."""
+    trained = short_run_project(tmp_path_factory)
+    uri = f"sqlite:///{trained / 'mlflow.db'}"
     seed_0 = runs.find_models("invae", params={"training.seed": 0}, tracking_uri=uri)
-    version = runs.register_model(seed_0.run_id.iloc[0], alias="champion", tracking_uri=uri)
+    runs.register_model(seed_0.run_id.iloc[0], alias="champion", tracking_uri=uri)
+    clone = _copy_project(tmp_path_factory.mktemp("clone") / "project")
+    write_yaml(clone / "conf/local/mlflow.yml", {"server": {"mlflow_tracking_uri": uri}})
 
-    kedro(
-        project,
-        "run",
-        "--pipeline",
-        "embedding",
-        "--params",
-        "embedding.model_uri=models:/invae@champion",
+    kedro(clone, "run", "--pipeline", "data_processing")
+    kedro(clone, "run", "--pipeline", "embedding", "--params", f"embedding.model_uri={CHAMPION}")
+
+    assert not any((clone / "data/06_models").iterdir())
+    info = yaml.safe_load(_latest(clone / "data/07_model_output/embedding_info.yml").read_text())
+    assert info["model_uri"] == CHAMPION
+    assert info["seed"] == 0  # the registered seed-0 model, not the trained copy's latest (1)
+    assert info["versions"]["model"] is None
+    assert info["data"]["fingerprint"] == info["data"]["trained_on_fingerprint"]
+    model_input = H5ADDataset(filepath=str(_latest(clone / "data/05_model_input/model_input.h5ad")))
+    embeddings = H5ADDataset(filepath=str(_latest(clone / "data/07_model_output/embeddings.h5ad")))
+    champion = runs.load_model(CHAMPION, tracking_uri=uri)
+    _same_latents_as_embedding(champion, model_input.load(), embeddings.load())
+
+
+CHAMPION = "models:/invae@champion"
+
+
+def _latest(versioned: Path) -> Path:
+    """The newest version's file of a Kedro versioned dataset."""
+    return sorted(versioned.glob("*/*"))[-1]
+
+
+def _same_latents_as_embedding(model, model_input, embeddings) -> None:
+    assert list(embeddings.obs_names) == list(model_input.obs_names)
+    np.testing.assert_allclose(
+        embeddings.obsm["X_invae"],
+        model.get_latent(model_input)[model.corrected_latent],
+        rtol=1e-5,
+        atol=1e-6,
     )
-
-    infos = sorted((project / "data/07_model_output/embedding_info.yml").glob("*/*"))
-    info = yaml.safe_load(infos[-1].read_text())
-    assert info["model_uri"] == "models:/invae@champion"
-    assert info["seed"] == 0  # the registered seed-0 model, not the latest checkpoint (seed 1)
-    assert version.tags["data_version"] == info["versions"]["model_input"]
