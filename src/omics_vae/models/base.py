@@ -354,13 +354,13 @@ class BaseVAE(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """One optimisation step's loss; metrics are accumulated for the epoch."""
         output = self.module(batch, kl_weight=self.kl_weight)
-        self._train_means.add(_metrics(output), batch["counts"].shape[0])
+        self._train_means.add(_metrics(output), _batch_size(batch))
         return output.loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Validation loss of a batch; metrics are accumulated for the epoch."""
         output = self.module(batch, kl_weight=self.kl_weight)
-        self._val_means.add(_metrics(output), batch["counts"].shape[0])
+        self._val_means.add(_metrics(output), _batch_size(batch))
         return output.loss
 
     def on_train_epoch_start(self) -> None:
@@ -476,6 +476,11 @@ class BaseVAE(L.LightningModule):
                     yield {key: batch[key].to(self.device) for key in BATCH_KEYS}
         finally:
             self.train(was_training)
+
+
+def _batch_size(batch: Batch) -> int:
+    # Every tensor of a batch has one row per cell (or sample), whatever the model.
+    return next(iter(batch.values())).shape[0]
 
 
 def _metrics(output: LossOutput) -> dict[str, torch.Tensor]:

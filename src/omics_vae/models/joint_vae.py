@@ -16,7 +16,7 @@ import torch
 from anndata import AnnData
 
 from omics_vae.data.paired import PairedTensors, check_paired_anndata, platform_view
-from omics_vae.models.base import BaseVAE, Batch, LossOutput, OptimizerName
+from omics_vae.models.base import BaseVAE, Batch, OptimizerName
 from omics_vae.models.components import NormPlacement
 from omics_vae.models.joint_modules import (
     AlignmentName,
@@ -186,21 +186,6 @@ class JointVAE(BaseVAE):
             )
         return tensors
 
-    # ---- training --------------------------------------------------------------------
-
-    def forward(self, batch: Batch) -> LossOutput:
-        return self.module(batch, kl_weight=self.kl_weight)
-
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        output = self.module(batch, kl_weight=self.kl_weight)
-        self._train_means.add(_metrics(output), batch["x_a"].shape[0])
-        return output.loss
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        output = self.module(batch, kl_weight=self.kl_weight)
-        self._val_means.add(_metrics(output), batch["x_a"].shape[0])
-        return output.loss
-
     # ---- inference -------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -259,12 +244,3 @@ class JointVAE(BaseVAE):
                 yield {key: value.to(self.device) for key, value in batch.items()}
         finally:
             self.train(was_training)
-
-
-def _metrics(output: LossOutput) -> dict[str, torch.Tensor]:
-    return {
-        "loss": output.loss,
-        "reconstruction": output.reconstruction,
-        "kl": output.kl,
-        **output.extra,
-    }
