@@ -22,6 +22,8 @@ from urllib.parse import quote
 
 import pytest
 import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from omics_vae.pipelines.data_processing.pipeline import create_pipeline as data_processing
 from omics_vae.pipelines.embedding.pipeline import create_pipeline as embedding
@@ -29,7 +31,7 @@ from omics_vae.pipelines.evaluation.pipeline import create_pipeline as evaluatio
 from omics_vae.pipelines.training.pipeline import create_pipeline as training
 from omics_vae.runs import find_models
 from tests.conftest import PROJECT_ROOT
-from tests.short_run import kedro, short_run_project
+from tests.short_run import SWEEP, SWEEP_GRID, kedro, short_run_project
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +47,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = PROJECT_ROOT / "docs" / "images"
+(LATENT_KEY,) = SWEEP_GRID  # the key the short run's two sweep variants differ in
 VIEWPORT = {"width": 1600, "height": 1000}
 
 
@@ -206,11 +209,25 @@ def _layer_bands(page) -> dict[str, tuple[float, float]]:
 
 
 @pytest.fixture(scope="module")
-def two_runs(project) -> list[str]:
-    """The two trained runs of the short run (seeds 0 and 1), oldest first."""
+def plain_run(project) -> str:
+    """The short run's first trained run (its `kedro run`, with scib scores)."""
     table = find_models("invae", sort_by=None, tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    assert len(table) >= 2
-    return list(table.sort_values("start_time").run_id[:2])
+    assert len(table) >= 1
+    return table.sort_values("start_time").run_id.iloc[0]
+
+
+@pytest.fixture(scope="module")
+def sweep_variants(project) -> list[Run]:
+    """The short run's two sweep variants (child runs of one parent), smaller latent first."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("omics_vae")
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.sweep = '{SWEEP}'"
+    )
+    assert len(children) == 2
+    assert len({child.data.tags["mlflow.parentRunId"] for child in children}) == 1
+    assert all(child.info.status == "FINISHED" for child in children)
+    return sorted(children, key=lambda child: int(child.data.params[LATENT_KEY]))
 
 
 @pytest.fixture(scope="module")
@@ -236,22 +253,25 @@ def mlflow_ui(project, serve) -> str:
     )
 
 
-def test_mlflow_ui_lists_the_runs_and_their_metrics(mlflow_ui, browser_context, two_runs):
+def test_mlflow_ui_lists_the_runs_and_their_metrics(mlflow_ui, browser_context, plain_run):
     page = browser_context.new_page()
     page.goto(f"{mlflow_ui}/#/experiments/1/runs", wait_until="domcontentloaded")
     page.get_by_text("__default__").first.wait_for()
     page.get_by_text("training", exact=True).first.wait_for()
 
-    page.goto(f"{mlflow_ui}/#/experiments/1/runs/{two_runs[0]}", wait_until="domcontentloaded")
+    page.goto(f"{mlflow_ui}/#/experiments/1/runs/{plain_run}", wait_until="domcontentloaded")
     page.get_by_text("scib/total").first.wait_for()
     text = page.inner_text("body")
     for metric in ("val/loss", "train/loss", "scib/total"):
         assert metric in text
 
 
-def test_mlflow_compare_view_lines_up_two_runs(mlflow_ui, browser_context, two_runs, tmp_path):
-    runs = quote(json.dumps(two_runs, separators=(",", ":")))
-    experiments = quote(json.dumps(["1"]))
+def test_mlflow_compare_view_lines_up_two_sweep_variants(
+    mlflow_ui, browser_context, sweep_variants, tmp_path
+):
+    run_ids = [child.info.run_id for child in sweep_variants]
+    runs = quote(json.dumps(run_ids, separators=(",", ":")))
+    experiments = quote(json.dumps([sweep_variants[0].info.experiment_id]))
     page = browser_context.new_page()
     page.goto(
         f"{mlflow_ui}/#/compare-runs?runs={runs}&experiments={experiments}",
@@ -260,25 +280,46 @@ def test_mlflow_compare_view_lines_up_two_runs(mlflow_ui, browser_context, two_r
     page.get_by_text("Comparing 2 Runs").wait_for()
     page.get_by_text("Run details").wait_for()
     text = page.inner_text("body")
-    for run_id in two_runs:
-        assert run_id in text
-    seed_row = re.search(r"training\.seed\s+(\S+)\s+(\S+)", text)
-    assert seed_row is not None, "training.seed is not in the compare view"
-    assert seed_row.groups() == ("0", "1")
+    for child in sweep_variants:
+        assert child.info.run_id in text
+        assert child.data.tags["sweep.variant"] in text  # the variant is the run's name
+    # The variants log a plain run's keys, so what they differ in is a row of its own.
+    latent_row = re.search(rf"^{re.escape(LATENT_KEY)}\t(\S+)\t(\S+)$", text, flags=re.M)
+    assert latent_row is not None, f"{LATENT_KEY} is not a row of the parameters table"
+    assert latent_row.groups() == tuple(str(size) for size in SWEEP_GRID[LATENT_KEY])
 
     page.get_by_role("button", name="Close").click()  # MLflow's assistant panel
-    page.get_by_label("Parameters - Show diff only").click()
-    page.get_by_text("training.seed", exact=True).evaluate(
-        "row => row.scrollIntoView({block: 'center'})"
+    for table in ("Parameters", "Metrics", "Tags"):  # what the variants differ in
+        page.get_by_label(f"{table} - Show diff only").click()
+    page.set_viewport_size({"width": 1600, "height": 1400})  # details, parameters, metrics
+    page.get_by_text("Run details", exact=True).evaluate(
+        "heading => heading.scrollIntoView({block: 'start'})"
     )
+    val_loss = [float(value) for value in _metric_row(page, "val/loss")]
+    expected = [child.data.metrics["val/loss"] for child in sweep_variants]
+    assert val_loss == pytest.approx(expected, rel=1e-3)
+    assert val_loss[0] != val_loss[1]
+    for metric in ("train/loss", "val/reconstruction"):
+        assert len(_metric_row(page, metric)) == 2
     _save_screenshot(page, tmp_path, "mlflow_compare.png")
 
-    # The metrics table is a virtualised grid: scroll it to draw its last rows (after the
-    # screenshot: its values are a second grid that does not follow).
-    first_metric = page.get_by_text("kl_weight", exact=True).last
-    first_metric.evaluate(
-        "cell => { const grid = cell.closest('.ReactVirtualized__Grid');"
-        " grid.scrollTop = grid.scrollHeight; }"
+
+def _metric_row(page, metric: str) -> list[str]:
+    """The values drawn level with ``metric`` in the compare view's metrics table, left to
+    right. Names and values are two virtualised grids (which MLflow does not scroll
+    together, so neither is scrolled): a row is cells at the same height."""
+    page.get_by_text(metric, exact=True).last.wait_for()
+    return page.evaluate(
+        """metric => {
+          const cells = [...document.querySelectorAll(
+            '.ReactVirtualized__Grid__innerScrollContainer > *')];
+          const name = cells.find(cell => cell.innerText.trim() === metric);
+          const top = name.getBoundingClientRect().top;
+          return cells
+            .filter(cell => cell.parentElement !== name.parentElement)
+            .filter(cell => Math.abs(cell.getBoundingClientRect().top - top) < 2)
+            .sort((a, b) => a.getBoundingClientRect().left - b.getBoundingClientRect().left)
+            .map(cell => cell.innerText.trim());
+        }""",
+        metric,
     )
-    for metric in ("val/loss", "train/loss"):
-        page.get_by_text(metric, exact=True).last.wait_for()
