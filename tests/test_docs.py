@@ -24,6 +24,17 @@ EXERCISED_COMMANDS = {
     "kedro run": "tests/short_run.py (and tests/test_end_to_end.py)",
     "kedro run --pipeline training": "tests/test_end_to_end.py, tests/short_run.py",
     "kedro jupyter lab": "tests/test_notebooks.py",
+    "kedro run --pipeline paired": "tests/test_paired_end_to_end.py",
+    "kedro run --pipeline sweep_<name>": (
+        "tests/test_sweep_end_to_end.py (sweep_size, sweep_joint; each with --params)"
+    ),
+    "kedro run --pipeline sweep_<name> --tags training": (
+        "tests/test_sweep_end_to_end.py, tests/short_run.py (sweep_compare)"
+    ),
+    "kedro run --pipeline sweep_<name> --runner ParallelRunner": (
+        "tests/test_sweep_end_to_end.py::"
+        "test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_results"
+    ),
     "kedro run --pipeline embedding --params embedding.model_uri=models:/invae@champion": (
         "tests/test_runs.py::test_kedro_embeds_with_the_registered_champion"
     ),
