@@ -209,3 +209,36 @@ def test_training_killed_part_way_resumes_from_last(
     assert card["training"]["resumed_from"].endswith("last.ckpt")
     history = pd.read_csv(_versions(project_copy, "data/08_reporting/training_history.csv")[0])
     assert list(history["epoch"]) == list(range(epochs))
+
+
+def test_the_shipped_three_phase_recipe_trains_on_pbmc_and_tracks_each_phase(
+    project_copy, kedro_cli, pbmc_3chem_path
+):
+    # The environment replaces conf/local: give it the pbmc settings the README shows.
+    use_pbmc_3chem(project_copy, pbmc_3chem_path)
+    local, recipe = project_copy / "conf" / "local", project_copy / "conf" / "three_phase"
+    for name in ("catalog.yml", "parameters_data_processing.yml"):
+        (recipe / name).write_text((local / name).read_text())
+
+    kedro_cli(
+        "run",
+        "--env",
+        "three_phase",
+        "--pipelines",
+        "data_processing,training",
+        "--params",
+        "training.trainer.num_threads=1",
+    )
+
+    history = pd.read_csv(_versions(project_copy, "data/08_reporting/training_history.csv")[0])
+    phases = list(dict.fromkeys(history["phase_name"]))
+    assert phases == ["warmup", "full", "decoder_finetune"]
+    assert (history["phase_name"] == "warmup").sum() == 5
+    assert (history["phase_name"] == "decoder_finetune").sum() == 20
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project_copy / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("omics_vae").experiment_id])[0]
+    assert run.data.tags["phase.0.warmup"].startswith("epochs 0-4")
+    assert "phase.2.decoder_finetune" in run.data.tags
+    steps = client.get_metric_history(run.info.run_id, "phase")
+    assert [point.value for point in steps][-1] == 2
+    assert _versions(project_copy, "data/08_reporting/loss_curves.png")
