@@ -243,7 +243,7 @@ def test_a_relative_sqlite_store_is_found_from_the_project_root(tmp_path, monkey
 
 
 @pytest.mark.e2e
-def test_a_fresh_clone_embeds_with_the_registered_champion(tmp_path_factory):
+def test_kedro_embeds_with_the_registered_champion(tmp_path_factory):
     """A colleague's clone shares only the MLflow store: no checkpoint, its own data."""
     trained = short_run_project(tmp_path_factory)
     uri = f"sqlite:///{trained / 'mlflow.db'}"
