@@ -93,3 +93,19 @@ def short_run_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     done.touch()
     return project
+
+
+# The paired family's short run: a few epochs on the simulated default (~30 s on 2 cores).
+FAST_PAIRED = ("paired.training.trainer.max_epochs=3", "paired.training.trainer.num_threads=1")
+
+
+def paired_short_run(project: Path) -> Path:
+    """``kedro run --pipeline paired`` once in the shared short-run project, on demand.
+
+    Only the tests that read the paired outputs (the paired notebook) pay for it.
+    """
+    done = project.parent / "paired_done"
+    if not done.exists():
+        kedro(project, "run", "--pipeline", "paired", "--params", ",".join(FAST_PAIRED))
+        done.touch()
+    return project

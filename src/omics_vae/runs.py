@@ -18,6 +18,9 @@ runs.register_model(table.run_id.iloc[0], alias="champion")
 champion = runs.load_model("models:/invae@champion")
 ```
 
+For the paired family, ``paired_predictions`` and ``imputation_table`` give the measured
+and imputed values (joint VAE and baselines) that its evaluation compares.
+
 Where the store is: the `tracking_uri` argument, else `MLFLOW_TRACKING_URI`, else the URI
 set with `mlflow.set_tracking_uri` (kedro-mlflow sets it in a Kedro session), else the
 project's `conf/<env>/mlflow.yml`. A relative sqlite path is taken from the Kedro
@@ -42,6 +45,7 @@ from mlflow.exceptions import MlflowException
 
 from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.models import BaseVAE
+from omics_vae.pipelines.paired_evaluation.nodes import predict_held_out
 
 EXPERIMENT_NAME = "omics_vae"
 MODEL_ARTIFACT_DIR = "model"
@@ -398,12 +402,76 @@ def version_tags(run, store: MlflowClient) -> dict[str, str]:
     return tags
 
 
+# ---- paired imputations -----------------------------------------------------------------
+
+
+def paired_predictions(catalog, space: str = "original") -> dict[str, Any]:
+    """Measured and imputed values on the paired evaluation split, for every method.
+
+    The paired_evaluation pipeline keeps these in memory (``paired_predictions``); this
+    recomputes them from the catalog's ``paired_model_input``, ``paired_imputed`` and
+    ``paired_scalers`` (latest versions, or those the catalog was made with) and its
+    ``paired.evaluation`` parameters, in ``space``: the joint VAE's imputations and the
+    baselines (ridge, k-NN, mean, permuted control) refitted as the pipeline fits them.
+
+    Args:
+        catalog: A Kedro catalog (the ``catalog`` of ``kedro jupyter``/``kedro ipython``).
+        space: ``original`` (the input's units: scaling and log undone) or
+            ``transformed`` (after the log transform).
+
+    Returns:
+        ``{"space", "split", "directions"}``; each direction has ``name``
+        (``<source>_to_<target>``), ``features``, ``samples``, ``measured`` and
+        ``predicted`` (``{method: samples x features array}``).
+    """
+    params = {**catalog.load("params:paired.evaluation"), "space": space}
+    return predict_held_out(
+        catalog.load("paired_model_input"),
+        catalog.load("paired_imputed"),
+        catalog.load("paired_scalers"),
+        params,
+    )
+
+
+def imputation_table(
+    predictions: dict[str, Any], direction: str, features: list[str]
+) -> pd.DataFrame:
+    """One row per sample, feature and method: ``measured`` and ``imputed`` values.
+
+    Args:
+        predictions: ``paired_predictions``' result.
+        direction: A direction's name, e.g. ``rna_to_protein``.
+        features: Feature names of the direction's target platform.
+    """
+    found = {item["name"]: item for item in predictions["directions"]}
+    if direction not in found:
+        raise KeyError(f"No direction '{direction}'; the directions are {sorted(found)}.")
+    chosen = found[direction]
+    columns = [chosen["features"].index(feature) for feature in features]
+    rows = [
+        pd.DataFrame(
+            {
+                "sample_id": chosen["samples"],
+                "feature": chosen["features"][column],
+                "method": method,
+                "measured": chosen["measured"][:, column],
+                "imputed": imputed[:, column],
+            }
+        )
+        for method, imputed in chosen["predicted"].items()
+        for column in columns
+    ]
+    return pd.concat(rows, ignore_index=True)
+
+
 __all__ = [
     "ModelNotFoundError",
     "find_models",
+    "imputation_table",
     "load_model",
     "load_model_and_card",
     "load_model_card",
+    "paired_predictions",
     "register_model",
     "tracking_uri",
 ]
