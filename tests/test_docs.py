@@ -35,6 +35,12 @@ EXERCISED_COMMANDS = {
         "tests/test_sweep_end_to_end.py::"
         "test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_results"
     ),
+    "kedro training-plan --env three_phase": (
+        "tests/test_end_to_end.py::test_the_shipped_three_phase_recipe_trains_on_pbmc_and_tracks_each_phase"
+    ),
+    "kedro run --env three_phase": (
+        "tests/test_end_to_end.py::test_the_shipped_three_phase_recipe_trains_on_pbmc_and_tracks_each_phase"
+    ),
     "kedro run --pipeline embedding --params embedding.model_uri=models:/invae@champion": (
         "tests/test_runs.py::test_kedro_embeds_with_the_registered_champion"
     ),
