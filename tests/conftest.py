@@ -44,27 +44,37 @@ def project_copy(tmp_path: Path) -> Path:
     return _copy_project(tmp_path / "project")
 
 
+def run_kedro(
+    project: Path, *args: str, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    """`kedro <args>` in ``project`` as a user runs it from a terminal; with ``check``, a
+    non-zero exit fails the test and shows the end of the output."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    # The project's mlflow.yml says where runs go; an inherited address must not win.
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"`kedro {' '.join(args)}` exited {result.returncode}\n"
+            f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
 @pytest.fixture
 def kedro_cli(project_copy: Path) -> Callable[..., subprocess.CompletedProcess]:
     """Run `kedro <args>` in the project copy, as a user would from a terminal."""
 
     def run(*args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-        env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
-        result = subprocess.run(
-            [sys.executable, "-m", "kedro", *args],
-            cwd=project_copy,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            pytest.fail(
-                f"`kedro {' '.join(args)}` exited {result.returncode}\n"
-                f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
-            )
-        return result
+        return run_kedro(project_copy, *args, check=check, timeout=timeout)
 
     return run
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import _copy_project, write_yaml
+from tests.conftest import _copy_project, run_kedro, write_yaml
 
 # A few epochs, one thread (the machines running the suite are shared): a minute on 2 cores.
 FAST_TRAINING = (
@@ -30,23 +29,7 @@ SWEEP_GRID = {"training.hyperparameters.invae.n_latent_bio": [8, 16]}
 
 def kedro(project: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """`kedro <args>` in ``project`` as a user runs it; fails the test on a non-zero exit."""
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "kedro", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"`kedro {' '.join(args)}` exited {result.returncode}\n"
-            f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
-        )
-    return result
+    return run_kedro(project, *args, timeout=timeout)
 
 
 def short_run_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
