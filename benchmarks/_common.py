@@ -207,6 +207,7 @@ def _cell(value: Any) -> str:
 
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 DATA_LAYERS = (
     "01_raw",
     "02_intermediate",

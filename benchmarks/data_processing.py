@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     DATA_LAYERS,
+    RESULTS,
     Measurement,
     copy_project,
     machine_facts,
@@ -52,8 +53,6 @@ from _common import (
     write_report,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 VARIANTS = ("plain", "kedro", "kedro-cli")
 PIPELINE = "data_processing"
 

@@ -52,6 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    RESULTS,
     copy_project,
     machine_facts,
     markdown_table,
@@ -60,8 +61,6 @@ from _common import (
     write_csv,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 SHARED_PBMC = Path("/work/shared/data/pbmc_3chem.h5ad")
 SCVI_PYTHONS = ("/tmp/bench-scvi/bin/python", "/tmp/scvi-venv/bin/python")
 # Processing overrides per data file: pbmc_3chem is a 1,767-gene panel, on which the

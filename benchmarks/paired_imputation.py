@@ -24,11 +24,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import copy_project, machine_facts, markdown_table, write_csv
+from _common import REPO, RESULTS, copy_project, machine_facts, markdown_table, write_csv
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
+DATA = REPO.parent / "shared" / "data"
 PROCESSING = {
     "platform_a": {
         "name": "rna",
@@ -59,13 +57,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the cell split")
-    parser.add_argument("--project", type=Path, default=ROOT, help="project to copy")
+    parser.add_argument("--project", type=Path, default=REPO, help="project to copy")
     args = parser.parse_args()
     processing = copy.deepcopy(PROCESSING)
     processing["split"]["seed"] = args.split_seed
     stem = "paired_imputation" + (f"_split{args.split_seed}" if args.split_seed else "")
     with tempfile.TemporaryDirectory() as tmp:
-        project = copy_project(Path(tmp) / "project") if args.project == ROOT else args.project
+        project = copy_project(Path(tmp) / "project") if args.project == REPO else args.project
         local = project / "conf" / "local"
         local.mkdir(parents=True, exist_ok=True)
         catalog = {

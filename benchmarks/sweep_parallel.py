@@ -30,7 +30,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
-    REPO,
+    RESULTS,
     copy_project,
     machine_facts,
     markdown_table,
@@ -97,10 +97,9 @@ def main() -> None:
         }
         for name, runs in timings.items()
     ]
-    results = REPO / "benchmarks" / "results"
-    write_csv(results / "sweep_parallel.csv", rows)
+    write_csv(RESULTS / "sweep_parallel.csv", rows)
     facts = ", ".join(f"{key}: {value}" for key, value in machine_facts().items())
-    (results / "sweep_parallel.md").write_text(f"{markdown_table(rows)}\n\nMachine: {facts}\n")
+    (RESULTS / "sweep_parallel.md").write_text(f"{markdown_table(rows)}\n\nMachine: {facts}\n")
     print(markdown_table(rows))
 
 

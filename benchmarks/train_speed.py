@@ -41,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    RESULTS,
     WorkerError,
     machine_facts,
     markdown_table,
@@ -51,8 +52,6 @@ from _common import (
     write_report,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 SHARED_PBMC = Path("/work/shared/data/pbmc_3chem.h5ad")
 N_HIDDEN, N_LAYERS, N_LATENT, N_LATENT_TECH = 128, 2, 30, 5
 LEARNING_RATE, WEIGHT_DECAY = 1e-3, 1e-6
