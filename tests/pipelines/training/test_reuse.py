@@ -8,6 +8,7 @@ import mlflow
 import pytest
 import torch
 
+from omics_vae.data.fingerprint import fingerprint_anndata
 from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.params import validate_section
 from omics_vae.pipelines.training.nodes import COUNTS_LAYER, train_or_reuse_model
@@ -32,7 +33,8 @@ def tracking(tmp_path):
 
 def _fingerprint(model_input, params) -> str:
     config = validate_section("training", TrainingParams, params)
-    return training_fingerprint(model_input, config, COUNTS_LAYER)
+    data = fingerprint_anndata(model_input, COUNTS_LAYER)
+    return training_fingerprint(model_input, data, config)
 
 
 def test_same_data_and_parameters_give_the_same_fingerprint_and_any_change_another(

@@ -31,7 +31,7 @@ def _config(params: dict[str, Any]) -> PairedTrainingParams:
 
 
 def train_joint_model(
-    paired_model_input: AnnData, params: dict[str, Any]
+    paired_model_input: AnnData, params: dict[str, Any], data_fingerprint: str | None = None
 ) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
     """Train the paired model on the ``train`` samples, validating on ``val``, with the
     single-cell training's own loop, plan and phases (``fit_model``).
@@ -39,6 +39,7 @@ def train_joint_model(
     Args:
         paired_model_input: paired_processing output (scaled values in ``X``).
         params: The ``paired.training`` block.
+        data_fingerprint: The input's content hash, when the caller has it already.
 
     Returns:
         The model, the per-epoch history and a run summary.
@@ -68,7 +69,7 @@ def train_joint_model(
     summary = {
         **facts,
         "platforms": platform_names(paired_model_input),
-        "data_fingerprint": fingerprint_anndata(paired_model_input, layer=None),
+        "data_fingerprint": data_fingerprint or fingerprint_anndata(paired_model_input, None),
         "n_samples": {str(k): int(v) for k, v in counts.items()},
         "n_features": {"a": int(model.hparams.n_features_a), "b": int(model.hparams.n_features_b)},
     }
@@ -80,9 +81,10 @@ def train_or_reuse_joint_model(
 ) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
     """The paired training node: reuse an identical finished model found in MLflow by its
     training fingerprint, or train one (see ``training.reuse``)."""
+    data_fingerprint = fingerprint_anndata(paired_model_input, layer=None)
     return retrieve_or_train(
-        lambda: train_joint_model(paired_model_input, params),
-        fingerprint=training_fingerprint(paired_model_input, _config(params), layer=None),
+        lambda: train_joint_model(paired_model_input, params, data_fingerprint),
+        fingerprint=training_fingerprint(paired_model_input, data_fingerprint, _config(params)),
         artifacts=PAIRED_ARTIFACTS,
         force_retrain=force_retrain,
     )

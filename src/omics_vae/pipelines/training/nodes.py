@@ -50,7 +50,7 @@ class TrainingDryRun(SystemExit):
 
 
 def train_model(
-    model_input: AnnData, params: dict[str, Any]
+    model_input: AnnData, params: dict[str, Any], data_fingerprint: str | None = None
 ) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
     """Train the model named in ``params`` on the ``train`` split, validating on ``val``.
 
@@ -58,6 +58,8 @@ def train_model(
         model_input: Processed cells with raw counts in ``layers["counts"]`` and
             ``obs["split"]``.
         params: The ``training`` parameter block.
+        data_fingerprint: ``model_input``'s content hash, when the caller has it already
+            (hashing the counts twice is wasted work on large data).
 
     Returns:
         The trained model (weights of its best validation epoch), the per-epoch history
@@ -99,7 +101,7 @@ def train_model(
         **facts,
         "bio_keys": bio_keys,
         "tech_keys": tech_keys,
-        "data_fingerprint": fingerprint_anndata(model_input, COUNTS_LAYER),
+        "data_fingerprint": data_fingerprint or fingerprint_anndata(model_input, COUNTS_LAYER),
         "n_cells": {split: int(n) for split, n in model_input.obs["split"].value_counts().items()},
         "n_genes": int(model_input.n_vars),
     }
@@ -118,9 +120,10 @@ def train_or_reuse_model(
         force_retrain: Train even when an identical model exists.
     """
     config = validate_section("training", TrainingParams, params)
+    data_fingerprint = fingerprint_anndata(model_input, COUNTS_LAYER)
     return retrieve_or_train(
-        lambda: train_model(model_input, params),
-        fingerprint=training_fingerprint(model_input, config, COUNTS_LAYER),
+        lambda: train_model(model_input, params, data_fingerprint),
+        fingerprint=training_fingerprint(model_input, data_fingerprint, config),
         artifacts=SINGLE_CELL_ARTIFACTS,
         force_retrain=force_retrain,
     )

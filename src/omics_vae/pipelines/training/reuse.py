@@ -24,8 +24,7 @@ from anndata import AnnData
 from mlflow.exceptions import MlflowException
 
 import omics_vae
-from omics_vae.data.fingerprint import fingerprint_anndata
-from omics_vae.datasets.lightning_checkpoint_dataset import model_from_checkpoint, read_checkpoint
+from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.models import BaseVAE
 from omics_vae.pipelines.training.params import FitParams
 
@@ -96,19 +95,19 @@ def retrieve_or_train(
     return model, history, {**summary, FINGERPRINT_TAG: fingerprint, "reused_from_run": None}
 
 
-def training_fingerprint(model_input: AnnData, config: FitParams, layer: str | None) -> str:
+def training_fingerprint(model_input: AnnData, data_fingerprint: str, config: FitParams) -> str:
     """A hash of everything that decides a trained model: data, processing, parameters.
 
     Args:
-        model_input: The processed data the model trains on.
+        model_input: The processed data the model trains on (for its processing record).
+        data_fingerprint: Its content hash (``fingerprint_anndata`` of the layer it reads).
         config: The validated training block.
-        layer: The layer the model reads (``None``: ``X``).
     """
     parameters = config.model_dump(mode="json")
     for path in OPERATIONAL_KEYS:
         _drop(parameters, path)
     record = {
-        "data": fingerprint_anndata(model_input, layer),
+        "data": data_fingerprint,
         # The processing record of either family (keys differ; absent ones are empty).
         "processing": {
             key: model_input.uns[key].get("params", model_input.uns[key])
@@ -169,11 +168,10 @@ def _load_trained_model(
         except (MlflowException, OSError):
             # An interrupted run tagged before its files were logged: not reusable.
             return None
-        source = f"mlflow run {run_id}: {artifacts.checkpoint}"
-        checkpoint = read_checkpoint(paths[artifacts.checkpoint].read_bytes(), source=source)
+        checkpoint = LightningCheckpointDataset(filepath=str(paths[artifacts.checkpoint]))
         return TrainedModel(
             run_id=run_id,
-            model=model_from_checkpoint(checkpoint, source=source),
+            model=checkpoint.load(),
             history=pd.read_csv(paths[artifacts.history]),
             summary=json.loads(paths[artifacts.summary].read_text()),
         )
