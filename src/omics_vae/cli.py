@@ -17,14 +17,8 @@ from kedro.framework.cli.utils import _split_params, env_option
 from kedro.framework.project import settings
 from kedro.framework.startup import bootstrap_project
 
-from omics_vae.models.phases import format_plan
 from omics_vae.params import validate_section
-from omics_vae.pipelines.training.params import (
-    TrainingParams,
-    build_plan,
-    plain_plan,
-    probe_model,
-)
+from omics_vae.pipelines.training.params import TrainingParams, plan_table
 
 
 @click.group(name="omics_vae")
@@ -50,10 +44,4 @@ def training_plan(env: str | None, params: dict) -> None:
         **settings.CONFIG_LOADER_ARGS,
     )
     config = validate_section("training", TrainingParams, loader["parameters"]["training"])
-    parts = probe_model(config).module.named_parts()
-    plan = build_plan(config, parts)
-    if plan is None:
-        max_epochs = config.trainer.max_epochs
-        plan = plain_plan(config, parts, None if max_epochs == "auto" else max_epochs)
-        click.echo("No training.phases: one phase with the plain settings.")
-    click.echo(format_plan(plan))
+    click.echo(plan_table(config))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from collections.abc import Sequence
 from importlib.metadata import version
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
@@ -31,6 +33,15 @@ def fingerprint_anndata(adata: AnnData, layer: str | None = "counts") -> str:
         digest.update("\x1f".join(adata.obs["split"].astype(str)).encode())
     matrix = adata.X if layer is None else adata.layers[layer]
     _update_with_matrix(digest, matrix)
+    return digest.hexdigest()
+
+
+def fingerprint_values(values: Sequence[object]) -> str:
+    """A short hash of a column's values in order (labels, batches); missing values hash
+    alike whatever their kind (NaN, None)."""
+    digest = hashlib.blake2b(digest_size=8)
+    text = pd.Series(values, dtype="object").map(lambda v: "\x00" if pd.isna(v) else str(v))
+    digest.update("\x1f".join(text).encode())
     return digest.hexdigest()
 
 

@@ -4,9 +4,7 @@ loads it back into the right class, found by name in the model registry.
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 from copy import deepcopy
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -25,6 +23,8 @@ from lightning import LightningModule
 import omics_vae
 from omics_vae.datasets._atomic import write_local_atomically, write_remote_atomically
 from omics_vae.datasets._fsspec import FsspecVersionedDataset
+from omics_vae.models.checkpoints import CheckpointError
+from omics_vae.models.checkpoints import read_checkpoint as read_checkpoint_file
 from omics_vae.models.registry import get_model_class
 
 # Where the registry name sits in the checkpoint, beside Lightning's own keys.
@@ -146,23 +146,16 @@ def checkpoint_payload(model: LightningModule) -> dict[str, Any]:
 def read_checkpoint(raw: bytes, *, source: str, map_location: Any = "cpu") -> dict[str, Any]:
     """Deserialise checkpoint bytes without unpickling code, or explain what is wrong."""
     try:
-        checkpoint = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
+        checkpoint = read_checkpoint_file(raw, name=source, map_location=map_location)
+    except CheckpointError as exc:
         raise DatasetError(
-            f"Cannot load checkpoint '{source}': it holds objects other than tensors and "
-            f"plain values, which are never unpickled ({exc}). Save it again with "
-            "LightningCheckpointDataset."
-        ) from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise DatasetError(
-            f"Cannot load checkpoint '{source}': the file is corrupt or truncated ({exc}). "
-            "Train again, or load an earlier version with --load-versions."
-        ) from exc
+            f"{exc} Train again, or load an earlier version with --load-versions."
+        ) from None
     missing = [key for key in ("state_dict", "hyper_parameters") if key not in checkpoint]
-    if not isinstance(checkpoint, dict) or missing:
+    if missing:
         raise DatasetError(
             f"Cannot load checkpoint '{source}': it is not a Lightning checkpoint "
-            f"(missing {missing or 'a dictionary'})."
+            f"(missing {missing})."
         )
     return checkpoint
 

@@ -31,11 +31,23 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from omics_vae.data.tensors import CountsTensors, InMemoryBatchLoader
 from omics_vae.models.base import BaseVAE
+from omics_vae.models.checkpoints import (
+    IDENTITY_KEY,
+    CheckpointError,
+    checkpoint_identity,
+    encode_identity,
+    identity_differences,
+    read_checkpoint,
+)
 from omics_vae.models.phases import PhaseController, TrainingPlan
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.ckpt"
+
+
+class ResumeError(FileNotFoundError):
+    """``resume_from`` names no checkpoint that this training can continue."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +72,13 @@ class FitSettings:
             Set it when several trainings share a machine: small models slow down
             many-fold when their threads outnumber the free cores.
         checkpoint_dir: Folder of the Lightning checkpoints of every run (one
-            sub-folder each); ``resume_from: last`` continues the newest.
+            sub-folder each); ``resume_from: last`` continues the newest run with the
+            same ``identity``.
         resume_from: ``None`` (train afresh), ``"last"`` or a checkpoint path.
+        identity: What this training is (data, covariates, processing, parameters): a
+            JSON-able record stored in every checkpoint. A resumed checkpoint must carry
+            the same record, so a run never continues another one. ``None`` (plain
+            library use) resumes any checkpoint.
         plan: Phases to train in (``models.phases``); ``None``: one plain phase. With a
             plan, the phases decide when training ends (``max_epochs`` and early
             stopping are not used), and the model returned has the final weights.
@@ -86,6 +103,7 @@ class FitSettings:
     num_threads: int | None = None
     checkpoint_dir: str = "data/06_models/lightning"
     resume_from: str | None = None
+    identity: Mapping[str, Any] | None = None
     plan: TrainingPlan | None = None
     force_plan_change: bool = False
 
@@ -153,8 +171,11 @@ class HistoryState(Callback):
     """Makes a resumed run continue exactly: the epoch history and the RNG state travel
     in checkpoints, and the shuffle follows the trainer's epoch."""
 
-    def __init__(self, history: EpochHistoryLogger) -> None:
+    def __init__(
+        self, history: EpochHistoryLogger, identity: Mapping[str, Any] | None = None
+    ) -> None:
         self.history = history
+        self.identity = identity
         self._trainer: L.Trainer | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -183,6 +204,8 @@ class HistoryState(Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if self.identity is not None:
+            checkpoint[IDENTITY_KEY] = encode_identity(self.identity)
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
@@ -233,7 +256,8 @@ def fit(
     if resume_path is not None:
         logger.info("Resuming training from %s", resume_path)
     started = time.perf_counter()
-    trainer.fit(model, train_loader, val_loader, ckpt_path=resume_path)
+    # weights_only passed explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot override it.
+    trainer.fit(model, train_loader, val_loader, ckpt_path=resume_path, weights_only=True)
     wall_time = time.perf_counter() - started
 
     if controller is not None:
@@ -263,7 +287,7 @@ def _build_trainer(
     controller: PhaseController | None = None,
     extra_callbacks: Sequence[Callback] = (),
 ) -> L.Trainer:
-    callbacks: list[Callback] = [HistoryState(history)]
+    callbacks: list[Callback] = [HistoryState(history, settings.identity)]
     if controller is not None:
         # The controller logs `lr` itself: Lightning's monitor cannot follow optimisers
         # replaced between phases.
@@ -330,25 +354,53 @@ def _run_dir_and_resume_path(settings: FitSettings) -> tuple[Path, str | None]:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H.%M.%S.%fZ")
         return root / stamp, None
     if settings.resume_from == "last":
-        return _newest_run_with_last_checkpoint(root)
+        newest = _newest_resumable_checkpoint(root, settings.identity)
+        return newest.parent, str(newest)
     path = Path(settings.resume_from)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ResumeError(
             f"training.resume_from: checkpoint '{path}' does not exist. Use 'last' to "
-            f"continue the newest run under {root}, or null to train afresh."
+            f"continue the newest matching run under {root}, or null to train afresh."
+        )
+    differences = _differences(read_checkpoint(path), settings.identity)
+    if differences:
+        raise ResumeError(
+            f"training.resume_from: checkpoint '{path}' belongs to another training, so "
+            f"continuing it would not give the model this run names: "
+            f"{'; '.join(differences)}. Set training.resume_from: null to train afresh."
         )
     return path.parent, str(path)
 
 
-def _newest_run_with_last_checkpoint(root: Path) -> tuple[Path, str]:
-    candidates = sorted(root.glob(f"*/{LAST_CHECKPOINT}"))
+def _newest_resumable_checkpoint(root: Path, identity: Mapping[str, Any] | None) -> Path:
+    candidates = sorted(root.glob(f"*/{LAST_CHECKPOINT}"), reverse=True)
     if not candidates:
-        raise FileNotFoundError(
+        raise ResumeError(
             f"training.resume_from: last, but no run under '{root}' has a {LAST_CHECKPOINT}. "
             "Set training.resume_from: null to train afresh."
         )
-    newest = candidates[-1]
-    return newest.parent, str(newest)
+    refused = []
+    for candidate in candidates:
+        try:
+            differences = _differences(read_checkpoint(candidate), identity)
+        except CheckpointError as error:
+            differences = [str(error)]
+        if not differences:
+            return candidate
+        refused.append(f"  {candidate.parent.name}: {'; '.join(differences)}")
+    raise ResumeError(
+        f"training.resume_from: last, but no run under '{root}' was training on the same "
+        "data with the same parameters and seed, so none can be continued:\n"
+        + "\n".join(refused)
+        + "\nRun again with the parameters of the run to continue, or set "
+        "training.resume_from: null to train afresh."
+    )
+
+
+def _differences(checkpoint: Mapping[str, Any], identity: Mapping[str, Any] | None) -> list[str]:
+    if identity is None:
+        return []
+    return identity_differences(checkpoint_identity(checkpoint), identity)
 
 
 def _best_score(trainer: L.Trainer, history: EpochHistoryLogger, monitor: str) -> float:

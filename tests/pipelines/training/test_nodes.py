@@ -58,39 +58,6 @@ def test_same_seed_gives_the_same_weights(model_input, training_params):
         assert torch.equal(a, b), name
 
 
-def test_resume_from_last_matches_an_uninterrupted_run(model_input, training_params):
-    uninterrupted, full_history, _ = train_model(
-        model_input, {**training_params, "trainer": {**training_params["trainer"], "max_epochs": 4}}
-    )
-    # "Interrupted" after 2 epochs: a run whose last.ckpt stops at epoch 2 ...
-    train_model(
-        model_input, {**training_params, "trainer": {**training_params["trainer"], "max_epochs": 2}}
-    )
-    # ... continued to 4 epochs.
-    resumed_params = {
-        **training_params,
-        "trainer": {**training_params["trainer"], "max_epochs": 4},
-        "resume_from": "last",
-    }
-    resumed, resumed_history, summary = train_model(model_input, resumed_params)
-
-    assert summary["resumed_from"].endswith("last.ckpt")
-    assert list(resumed_history["epoch"]) == [0, 1, 2, 3]
-    np.testing.assert_allclose(resumed_history["val/loss"], full_history["val/loss"], rtol=1e-5)
-    # The epoch of the checkpoint keeps its train/* metrics, logged after the save.
-    np.testing.assert_allclose(resumed_history["train/loss"], full_history["train/loss"], rtol=1e-5)
-    for a, b in zip(
-        uninterrupted.state_dict().values(), resumed.state_dict().values(), strict=True
-    ):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-
-
-def test_resume_without_a_previous_run_names_the_fix(model_input, training_params):
-    training_params["resume_from"] = "last"
-    with pytest.raises(FileNotFoundError, match="resume_from: null"):
-        train_model(model_input, training_params)
-
-
 @pytest.mark.parametrize(
     ("change", "message"),
     [

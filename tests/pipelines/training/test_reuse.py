@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 
-from omics_vae.data.fingerprint import fingerprint_anndata
 from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.params import validate_section
-from omics_vae.pipelines.training.nodes import COUNTS_LAYER, train_or_reuse_model
+from omics_vae.pipelines.training.nodes import checked_identity, train_or_reuse_model
 from omics_vae.pipelines.training.params import TrainingParams
 from omics_vae.pipelines.training.reuse import (
     FINGERPRINT_TAG,
     SINGLE_CELL_ARTIFACTS,
     find_trained_model,
-    training_fingerprint,
+    fingerprint_of,
 )
 
 
@@ -33,8 +34,7 @@ def tracking(tmp_path):
 
 def _fingerprint(model_input, params) -> str:
     config = validate_section("training", TrainingParams, params)
-    data = fingerprint_anndata(model_input, COUNTS_LAYER)
-    return training_fingerprint(model_input, data, config)
+    return fingerprint_of(checked_identity(model_input, config))
 
 
 def test_same_data_and_parameters_give_the_same_fingerprint_and_any_change_another(
@@ -63,6 +63,29 @@ def test_same_data_and_parameters_give_the_same_fingerprint_and_any_change_anoth
     }
     assert reference not in fingerprints
     assert len(fingerprints) == 4
+
+
+def test_relabelled_cells_with_the_same_counts_get_another_fingerprint(
+    model_input, training_params
+):
+    reference = _fingerprint(model_input, training_params)
+    relabelled = model_input.copy()
+    relabelled.obs["cell_type"] = relabelled.obs["cell_type"].sample(frac=1, random_state=0).values
+    rebatched = model_input.copy()
+    rebatched.obs["batch"] = rebatched.obs["batch"].iloc[::-1].to_numpy()
+    unlabelled_cell = model_input.copy()
+    unlabelled_cell.obs["cell_type"] = unlabelled_cell.obs["cell_type"].astype(object)
+    unlabelled_cell.obs.iloc[0, unlabelled_cell.obs.columns.get_loc("cell_type")] = None
+
+    fingerprints = {
+        _fingerprint(changed, training_params)
+        for changed in (relabelled, rebatched, unlabelled_cell)
+    }
+    assert reference not in fingerprints
+    assert len(fingerprints) == 3
+    # The scVI-style baseline is not given the labels: relabelling does not change it.
+    scvi = {**training_params, "model": "scvi_vae"}
+    assert _fingerprint(relabelled, scvi) == _fingerprint(model_input, scvi)
 
 
 def test_how_a_run_goes_does_not_change_the_fingerprint(model_input, training_params):
@@ -119,3 +142,25 @@ def test_a_tagged_run_without_its_files_is_not_reused(model_input, training_para
     run = tracking.create_run(tracking.get_experiment_by_name("Default").experiment_id)
     tracking.set_tag(run.info.run_id, FINGERPRINT_TAG, fingerprint)
     assert find_trained_model(fingerprint, SINGLE_CELL_ARTIFACTS) is None
+
+
+def test_an_unreadable_stored_model_falls_back_to_training_and_says_so(
+    model_input, training_params, tracking, tmp_path, caplog
+):
+    model, history, summary = train_or_reuse_model(model_input, training_params)
+    run_id = _log_like_the_pipeline(tracking, model, history, summary, tmp_path)
+    # The stored checkpoint is cut short, as a full disk or an interrupted upload leaves it.
+    stored = Path(tracking.download_artifacts(run_id, "model/model.ckpt", str(tmp_path / "dl")))
+    stored.write_bytes(stored.read_bytes()[:200])
+    tracking.log_artifact(run_id, str(stored), "model")
+
+    with caplog.at_level(logging.WARNING):
+        _, _, retrained = train_or_reuse_model(model_input, training_params)
+
+    assert retrained["reused_from_run"] is None
+    assert retrained["epochs"] == summary["epochs"]
+    warning = next(r.getMessage() for r in caplog.records if run_id in r.getMessage())
+    assert "cannot be read" in warning
+    assert "corrupt or truncated" in warning
+    assert "artifacts:/model.ckpt" in warning
+    assert "/tmp" not in warning

@@ -19,6 +19,7 @@ from omics_vae.pipelines.training.reuse import (
     PAIRED_ARTIFACTS,
     retrieve_or_train,
     training_fingerprint,
+    training_identity,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,13 +64,15 @@ def train_joint_model(
             "optimizer": config.optimizer.name,
         },
     )
+    data_fingerprint = data_fingerprint or fingerprint_anndata(paired_model_input, None)
+    identity = training_identity(paired_model_input, data_fingerprint, config)
     model, history, facts = fit_model(
-        model, model.make_tensors(paired_model_input), config, "paired.training"
+        model, model.make_tensors(paired_model_input), config, "paired.training", identity
     )
     summary = {
         **facts,
         "platforms": platform_names(paired_model_input),
-        "data_fingerprint": data_fingerprint or fingerprint_anndata(paired_model_input, None),
+        "data_fingerprint": data_fingerprint,
         "n_samples": {str(k): int(v) for k, v in counts.items()},
         "n_features": {"a": int(model.hparams.n_features_a), "b": int(model.hparams.n_features_b)},
     }
@@ -81,12 +84,14 @@ def train_or_reuse_joint_model(
 ) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
     """The paired training node: reuse an identical finished model found in MLflow by its
     training fingerprint, or train one (see ``training.reuse``)."""
+    config = _config(params)
     data_fingerprint = fingerprint_anndata(paired_model_input, layer=None)
     return retrieve_or_train(
         lambda: train_joint_model(paired_model_input, params, data_fingerprint),
-        fingerprint=training_fingerprint(paired_model_input, data_fingerprint, _config(params)),
+        fingerprint=training_fingerprint(paired_model_input, data_fingerprint, config),
         artifacts=PAIRED_ARTIFACTS,
-        force_retrain=force_retrain,
+        # A dry run only prints the plan: it neither reuses nor trains a model.
+        force_retrain=force_retrain or config.dry_run,
     )
 
 

@@ -25,8 +25,9 @@ from omics_vae.pipelines.training.params import (
 )
 from omics_vae.pipelines.training.reuse import (
     SINGLE_CELL_ARTIFACTS,
+    fingerprint_of,
     retrieve_or_train,
-    training_fingerprint,
+    training_identity,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,10 +69,8 @@ def train_model(
     """
     config = validate_section("training", TrainingParams, params)
     model_class = get_model_class(config.model)
-    bio_keys, tech_keys = resolve_covariates(model_input, config)
-    if not model_class.uses_bio_covariates:
-        bio_keys = []
-    check_training_input(model_input, config, bio_keys + tech_keys)
+    bio_keys, tech_keys = model_covariates(model_input, config)
+    identity = checked_identity(model_input, config, data_fingerprint)
 
     # Seeded before the model exists, so its initial weights are reproducible too.
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -94,14 +93,13 @@ def train_model(
         bio_keys,
         tech_keys,
     )
-    model, history, facts = fit_model(
-        model, model.make_tensors(model_input, counts_layer=COUNTS_LAYER), config, "training"
-    )
+    tensors = model.make_tensors(model_input, counts_layer=COUNTS_LAYER)
+    model, history, facts = fit_model(model, tensors, config, "training", identity)
     summary = {
         **facts,
         "bio_keys": bio_keys,
         "tech_keys": tech_keys,
-        "data_fingerprint": data_fingerprint or fingerprint_anndata(model_input, COUNTS_LAYER),
+        "data_fingerprint": identity["data"],
         "n_cells": {split: int(n) for split, n in model_input.obs["split"].value_counts().items()},
         "n_genes": int(model_input.n_vars),
     }
@@ -120,17 +118,22 @@ def train_or_reuse_model(
         force_retrain: Train even when an identical model exists.
     """
     config = validate_section("training", TrainingParams, params)
-    data_fingerprint = fingerprint_anndata(model_input, COUNTS_LAYER)
+    identity = checked_identity(model_input, config)
     return retrieve_or_train(
-        lambda: train_model(model_input, params, data_fingerprint),
-        fingerprint=training_fingerprint(model_input, data_fingerprint, config),
+        lambda: train_model(model_input, params, identity["data"]),
+        fingerprint=fingerprint_of(identity),
         artifacts=SINGLE_CELL_ARTIFACTS,
-        force_retrain=force_retrain,
+        # A dry run only prints the plan: it neither reuses nor trains a model.
+        force_retrain=force_retrain or config.dry_run,
     )
 
 
 def fit_model(
-    model: BaseVAE, tensors: Any, config: FitParams, section: str
+    model: BaseVAE,
+    tensors: Any,
+    config: FitParams,
+    section: str,
+    identity: dict[str, Any] | None = None,
 ) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
     """Fit a model built for the data on its ``train`` split, validating on ``val``.
 
@@ -142,6 +145,8 @@ def fit_model(
         tensors: The data as the model's tensors (``model.make_tensors``).
         config: The validated training block (single-cell or paired).
         section: Where that block sits in the parameters, for messages.
+        identity: What this training is (``reuse.training_identity``); stored in its
+            checkpoints, and required of a checkpoint it resumes.
 
     Returns:
         The trained model, its per-epoch history and the facts of the run.
@@ -155,7 +160,7 @@ def fit_model(
     if config.dry_run:
         print(f"{table}\n{section}.dry_run: the plan above is valid; nothing was trained.")
         raise TrainingDryRun()
-    result = fit(model, train, val, replace(settings, plan=plan))
+    result = fit(model, train, val, replace(settings, plan=plan, identity=identity))
     history = result.history if plan is None else with_phase_names(result.history, plan)
     logger.info(
         "Trained %s for %d epochs in %.1f s; best val/loss %.4f",
@@ -198,6 +203,31 @@ def with_phase_names(history: pd.DataFrame, plan: TrainingPlan) -> pd.DataFrame:
         return history
     names = dict(enumerate(plan.names()))
     return history.assign(phase_name=history["phase"].map(lambda i: names.get(int(i), "")))
+
+
+def checked_identity(
+    model_input: AnnData, config: TrainingParams, data_fingerprint: str | None = None
+) -> dict[str, Any]:
+    """The training identity of ``config`` on ``model_input`` (``reuse.training_identity``),
+    once the data is known to be trainable.
+
+    Args:
+        model_input: Processed cells.
+        config: The validated training block.
+        data_fingerprint: ``model_input``'s content hash, when the caller has it already.
+    """
+    bio_keys, tech_keys = model_covariates(model_input, config)
+    check_training_input(model_input, config, bio_keys + tech_keys)
+    data_fingerprint = data_fingerprint or fingerprint_anndata(model_input, COUNTS_LAYER)
+    return training_identity(model_input, data_fingerprint, config, bio_keys + tech_keys)
+
+
+def model_covariates(model_input: AnnData, config: TrainingParams) -> tuple[list[str], list[str]]:
+    """The biological and technical obs keys the configured model is given."""
+    bio_keys, tech_keys = resolve_covariates(model_input, config)
+    if not get_model_class(config.model).uses_bio_covariates:
+        bio_keys = []
+    return bio_keys, tech_keys
 
 
 def resolve_covariates(model_input: AnnData, config: TrainingParams) -> tuple[list[str], list[str]]:

@@ -19,6 +19,7 @@ from omics_vae.models.phases import (
     TrainingPlan,
     Until,
     check_plan,
+    format_plan,
 )
 from omics_vae.params import StrictModel
 
@@ -257,6 +258,21 @@ def probe_model(config: FitParams):
     """A tiny instance of the configured model, enough to know its parts and loss weights
     before any data is read."""
     return get_model_class(config.model).probe(**config.model_hyperparameters)
+
+
+def plan_table(config: FitParams, section: str = "training") -> str:
+    """The plan of ``config`` as a table, on a probe of the model: no data is read.
+
+    Raises:
+        PhasePlanError: The phases do not fit the model.
+    """
+    parts = probe_model(config).module.named_parts()
+    plan = build_plan(config, parts)
+    if plan is not None:
+        return format_plan(plan)
+    max_epochs = config.trainer.max_epochs
+    plain = plain_plan(config, parts, None if max_epochs == "auto" else max_epochs)
+    return f"No {section}.phases: one phase with the plain settings.\n{format_plan(plain)}"
 
 
 def build_plan(config: FitParams, parts: Mapping[str, Any]) -> TrainingPlan | None:

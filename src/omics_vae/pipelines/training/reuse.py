@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,14 @@ from typing import Any
 import mlflow
 import pandas as pd
 from anndata import AnnData
+from kedro.io.core import DatasetError
 from mlflow.exceptions import MlflowException
 
 import omics_vae
+from omics_vae.data.fingerprint import fingerprint_values
 from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.models import BaseVAE
+from omics_vae.models.checkpoints import encode_identity
 from omics_vae.pipelines.training.params import FitParams
 
 logger = logging.getLogger(__name__)
@@ -95,30 +98,63 @@ def retrieve_or_train(
     return model, history, {**summary, FINGERPRINT_TAG: fingerprint, "reused_from_run": None}
 
 
-def training_fingerprint(model_input: AnnData, data_fingerprint: str, config: FitParams) -> str:
-    """A hash of everything that decides a trained model: data, processing, parameters.
+def training_identity(
+    model_input: AnnData,
+    data_fingerprint: str,
+    config: FitParams,
+    covariate_keys: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Everything that decides a trained model, as a JSON-able record.
 
     Args:
-        model_input: The processed data the model trains on (for its processing record).
-        data_fingerprint: Its content hash (``fingerprint_anndata`` of the layer it reads).
+        model_input: The processed data the model trains on (for its processing record
+            and the covariate columns).
+        data_fingerprint: Its content hash (``fingerprint_anndata``: cells, genes, split
+            and the values the model reads).
         config: The validated training block.
+        covariate_keys: The obs columns the model is given (labels, batches): relabelled
+            cells with the same counts train another model.
     """
     parameters = config.model_dump(mode="json")
     for path in OPERATIONAL_KEYS:
         _drop(parameters, path)
-    record = {
+    return {
         "data": data_fingerprint,
+        "covariates": {key: fingerprint_values(model_input.obs[key]) for key in covariate_keys},
         # The processing record of either family (keys differ; absent ones are empty).
         "processing": {
-            key: model_input.uns[key].get("params", model_input.uns[key])
+            key: _plain(model_input.uns[key].get("params", model_input.uns[key]))
             for key in ("data_processing", "paired_processing")
             if key in model_input.uns
         },
         "training": parameters,
         "omics_vae": omics_vae.__version__,
     }
-    encoded = json.dumps(record, sort_keys=True, default=str).encode()
-    return hashlib.blake2b(encoded, digest_size=10).hexdigest()
+
+
+def fingerprint_of(identity: dict[str, Any]) -> str:
+    """The training fingerprint: a short hash of a training identity."""
+    return hashlib.blake2b(encode_identity(identity).encode(), digest_size=10).hexdigest()
+
+
+def training_fingerprint(
+    model_input: AnnData,
+    data_fingerprint: str,
+    config: FitParams,
+    covariate_keys: Sequence[str] = (),
+) -> str:
+    """A hash of everything that decides a trained model (see ``training_identity``)."""
+    return fingerprint_of(training_identity(model_input, data_fingerprint, config, covariate_keys))
+
+
+def _plain(value: Any) -> Any:
+    """A processing record as JSON would give it back (arrays become lists), so a record
+    read from a checkpoint compares equal to one read from the data."""
+    return json.loads(json.dumps(value, sort_keys=True, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def _drop(tree: dict[str, Any], path: tuple[str, ...]) -> None:
@@ -155,6 +191,10 @@ def find_trained_model(fingerprint: str, artifacts: TrainingArtifacts) -> Traine
         found = _load_trained_model(client, run.info.run_id, artifacts)
         if found is not None:
             return found
+    if runs:
+        logger.warning(
+            "No stored model with fingerprint %s could be read; training afresh.", fingerprint
+        )
     return None
 
 
@@ -168,10 +208,21 @@ def _load_trained_model(
         except (MlflowException, OSError):
             # An interrupted run tagged before its files were logged: not reusable.
             return None
-        checkpoint = LightningCheckpointDataset(filepath=str(paths[artifacts.checkpoint]))
-        return TrainedModel(
-            run_id=run_id,
-            model=checkpoint.load(),
-            history=pd.read_csv(paths[artifacts.history]),
-            summary=json.loads(paths[artifacts.summary].read_text()),
-        )
+        try:
+            model = LightningCheckpointDataset(filepath=str(paths[artifacts.checkpoint])).load()
+            history = pd.read_csv(paths[artifacts.history])
+            summary = json.loads(paths[artifacts.summary].read_text())
+        except (DatasetError, ValueError, OSError, pd.errors.ParserError) as error:
+            logger.warning(
+                "The model stored in MLflow run %s has the same data and training parameters "
+                "but its files cannot be read (%s); it is not reused.",
+                run_id,
+                _without_folder(str(error), folder),
+            )
+            return None
+    return TrainedModel(run_id=run_id, model=model, history=history, summary=summary)
+
+
+def _without_folder(message: str, folder: str) -> str:
+    """The message with the deleted download folder replaced by the store's name."""
+    return message.replace(f"{folder}/", "artifacts:/")

@@ -1,0 +1,119 @@
+"""Reading checkpoint files safely, and the identity a training checkpoint carries.
+
+Every checkpoint the project reads (a saved model, a Lightning run resumed) goes through
+``read_checkpoint``: ``torch.load`` with ``weights_only=True`` passed explicitly, so a
+file holding pickled objects is refused even when ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is
+set in the environment (that variable only changes loads that leave the flag out).
+
+A training run stores what it trains on and with which parameters (its *identity*: a
+JSON-able record whose hash is the training fingerprint) in each of its checkpoints, so a
+resumed run can prove that it continues the same training.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+IDENTITY_KEY = "omics_vae_identity"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read, or is not the checkpoint it should be."""
+
+
+def read_checkpoint(
+    source: str | Path | bytes, *, name: str | None = None, map_location: Any = "cpu"
+) -> dict[str, Any]:
+    """Deserialise a checkpoint (a path or its bytes) without unpickling code.
+
+    Args:
+        source: The file's path, or its contents.
+        name: How to call the file in messages (defaults to the path).
+        map_location: Where tensors are placed.
+
+    Raises:
+        CheckpointError: The file holds pickled objects, is truncated or corrupt, or is
+            not a dictionary.
+    """
+    name = name or str(source)
+    try:
+        if isinstance(source, bytes):
+            checkpoint = torch.load(
+                io.BytesIO(source), map_location=map_location, weights_only=True
+            )
+        else:
+            checkpoint = torch.load(
+                str(source), map_location=map_location, weights_only=True, mmap=True
+            )
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"Cannot load checkpoint '{name}': it holds objects other than tensors and plain "
+            f"values, which are never unpickled ({_first_line(exc)})."
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"Cannot load checkpoint '{name}': the file is corrupt or truncated "
+            f"({_first_line(exc)})."
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"Cannot load checkpoint '{name}': it is not a dictionary.")
+    return checkpoint
+
+
+def checkpoint_identity(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The identity record a training checkpoint carries, if any."""
+    stored = checkpoint.get(IDENTITY_KEY)
+    return json.loads(stored) if isinstance(stored, str) else None
+
+
+def encode_identity(identity: Mapping[str, Any]) -> str:
+    """The identity as stored in checkpoints: canonical JSON (a plain string loads under
+    ``weights_only``)."""
+    return json.dumps(identity, sort_keys=True, default=str)
+
+
+def identity_differences(
+    stored: Mapping[str, Any] | None, current: Mapping[str, Any], limit: int = 5
+) -> list[str]:
+    """The dotted keys whose values differ, as ``key: <stored> here, <current> now``."""
+    if stored is None:
+        return ["the checkpoint carries no record of its data and parameters"]
+    flat_stored, flat_current = _flatten(stored), _flatten(current)
+    keys = sorted(set(flat_stored) | set(flat_current))
+    differences = [
+        f"{key}: {_short(flat_stored.get(key))} in the checkpoint, "
+        f"{_short(flat_current.get(key))} now"
+        for key in keys
+        if flat_stored.get(key) != flat_current.get(key)
+    ]
+    if len(differences) > limit:
+        differences = [*differences[:limit], f"... and {len(differences) - limit} more"]
+    return differences
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{path}."))
+        else:
+            flat[path] = json.loads(json.dumps(value, default=str))
+    return flat
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= width else f"{text[: width - 3]}..."
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
