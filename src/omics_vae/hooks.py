@@ -7,6 +7,7 @@ import json
 import logging
 import multiprocessing
 import os
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -17,11 +18,25 @@ from kedro_mlflow.framework.hooks.utils import _flatten_dict
 from mlflow.entities import RunStatus
 
 from omics_vae.datasets import RegisteredModelDataset
-from omics_vae.params import InvalidParametersError, validate_parameters
+from omics_vae.params import InvalidParametersError, validate_parameters, validate_section
+from omics_vae.pipelines.paired_training.params import PairedTrainingParams
+from omics_vae.pipelines.training.nodes import TrainingDryRun
+from omics_vae.pipelines.training.params import TrainingParams, plan_table
+from omics_vae.run_records import (
+    SET_ASIDE_SUFFIX,
+    close_runs_of_ended_processes,
+    incomplete_groups,
+    process_tags,
+    set_aside,
+    variant_fingerprint,
+)
 from omics_vae.schemas import PARAMETER_SCHEMAS
 from omics_vae.sweeps import use_config_loader
 
 logger = logging.getLogger(__name__)
+
+VARIANT_FINGERPRINT_TAG = "sweep.variant_fingerprint"
+VARIANT_STAGES_TAG = "sweep.variant_stages"
 
 
 class ParameterValidationHooks:
@@ -30,6 +45,89 @@ class ParameterValidationHooks:
     @hook_impl
     def after_context_created(self, context) -> None:
         validate_parameters(context.params, PARAMETER_SCHEMAS)
+
+
+class DryRunHooks:
+    """``training.dry_run`` (or ``paired.training.dry_run``, or a sweep variant's): print
+    the plan of every training the run would do, and stop before anything is processed,
+    tracked or written. Called before kedro-mlflow opens the run (``tryfirst``)."""
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, pipeline, catalog) -> None:
+        tables = {}
+        for section in sorted(_training_sections(pipeline)):
+            block = catalog.load(f"params:{section}")
+            if isinstance(block, dict) and block.get("dry_run"):
+                config = validate_section(section, _training_schema(section), block)
+                tables[section] = plan_table(config, section)
+        if not tables:
+            return
+        for section, table in tables.items():
+            print(f"{table}\n{section}.dry_run: the plan above is valid; nothing was trained.")
+        print("Dry run: nothing was processed, trained, tracked or written.")
+        raise TrainingDryRun()
+
+
+def _training_sections(pipeline) -> set[str]:
+    """The training parameter blocks the pipeline's nodes read (``training``,
+    ``paired.training``, ``<variant>.training`` ...)."""
+    sections = {name.removeprefix("params:") for name in pipeline.inputs()}
+    return {name for name in sections if name.split(".")[-1] == "training"}
+
+
+def _training_schema(section: str):
+    return PairedTrainingParams if section.endswith("paired.training") else TrainingParams
+
+
+class RunIntegrityHooks:
+    """What a run that does not finish leaves behind stays out of the way.
+
+    - Each MLflow run records the process that owns it; a run's start closes (KILLED) the
+      runs of this host whose process ended without closing them (``kill -9``).
+    - When a run fails, each stage (nodes of one namespace with the same tags) that saved
+      some but not all of its versioned outputs has those set aside, so the latest
+      versions of every dataset still come from stages that finished.
+    """
+
+    def __init__(self) -> None:
+        self._saved: dict[str, Path] = {}
+        self._catalog = None
+
+    @hook_impl
+    def before_pipeline_run(self, catalog) -> None:
+        self._saved, self._catalog = {}, catalog
+        if mlflow.active_run() is None:
+            return
+        close_runs_of_ended_processes(mlflow.MlflowClient())
+        mlflow.set_tags(process_tags())
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str) -> None:
+        dataset = self._catalog.get(dataset_name) if self._catalog is not None else None
+        if isinstance(dataset, AbstractVersionedDataset):
+            self._saved[dataset_name] = Path(saved_file(dataset))
+
+    @hook_impl
+    def on_pipeline_error(self, pipeline, catalog) -> None:
+        expected: dict[tuple[str | None, frozenset[str]], set[str]] = {}
+        for node in pipeline.nodes:
+            outputs = expected.setdefault((node.namespace, frozenset(node.tags)), set())
+            outputs.update(
+                name
+                for name in node.outputs
+                if isinstance(catalog.get(name), AbstractVersionedDataset)
+            )
+        incomplete = incomplete_groups(expected, self._saved)
+        names = [name for group in incomplete.values() for name in group]
+        moved = set_aside(self._saved[name] for name in names)
+        if moved:
+            logger.warning(
+                "The run failed part-way through a stage: set aside the outputs it had saved "
+                "(%s), so that the latest versions stay a finished set. The files are kept, "
+                "renamed with the suffix %s.",
+                ", ".join(names),
+                SET_ASIDE_SUFFIX,
+            )
 
 
 class RegisteredModelHooks:
@@ -101,6 +199,8 @@ class MlflowLineageHooks:
         # Runs after the node returns and before its outputs are saved, so the info record
         # written beside the embedding carries the versions too. In a sweep the datasets
         # carry the variant's namespace: `<variant>.model`.
+        if node.namespace and self._in_sweep_parent():
+            return  # a variant not tracked again (SweepRunHooks): its lineage is elsewhere
         prefix = f"{node.namespace}." if node.namespace else ""
         for family_prefix in ("", "paired_"):
             info = outputs.get(f"{prefix}{family_prefix}embedding_info")
@@ -137,6 +237,11 @@ class MlflowLineageHooks:
                 f"epochs {phase['start_epoch']}-{phase['end_epoch']}: {phase['reason']}"
             )
         self._tag_run(tags)
+
+    @staticmethod
+    def _in_sweep_parent() -> bool:
+        run = mlflow.active_run()
+        return run is not None and "sweep.variants" in mlflow.get_run(run.info.run_id).data.tags
 
     @staticmethod
     def _tag_run(tags: dict[str, str | None]) -> None:
@@ -192,12 +297,18 @@ def _is_parallel(run_params: dict[str, Any]) -> bool:
 class SweepRunHooks:
     """One MLflow run per sweep variant, a child of the ``kedro run``'s parent run.
 
-    The child runs are created when the pipeline starts, in the main process, so parallel
-    workers share them: their ids travel in an environment variable. Before a variant's
-    node runs, its child run becomes the active run until the node's outputs are saved;
-    so metric datasets, logged files and models land in the variant's run under the same
-    un-prefixed keys as a plain run (``val/loss``, ``scib/total``), and the parent keeps
-    the data processing and the sweep comparison.
+    While a variant's node runs, its child run is the active run until the node's outputs
+    are saved; so metric datasets, logged files and models land in the variant's run under
+    the same un-prefixed keys as a plain run (``val/loss``, ``scib/total``), and the parent
+    keeps the data processing and the sweep comparison.
+
+    Run sequentially, a variant's child run is created when its first node (training) has
+    run: if a finished child run of the same variant already holds results for the same
+    trained model and parameters (its ``sweep.variant_fingerprint``), the variant is not
+    tracked or saved again: its outputs stay in memory for the comparison, and the parent
+    run names the earlier run (``sweep.reused.<variant>``). Under ParallelRunner the child
+    runs are created when the pipeline starts, in the main process, so that workers share
+    them (their ids travel in an environment variable), and are never skipped.
     """
 
     CHILD_RUNS_ENV = "OMICS_VAE_SWEEP_RUNS"
@@ -207,6 +318,11 @@ class SweepRunHooks:
     def __init__(self) -> None:
         self._pushed: dict[str, int] = {}
         self._failed: set[str] = set()
+        self._blocks: dict[str, dict[str, Any]] = {}
+        self._stages: dict[str, set[str]] = {}
+        self._replayed: set[str] = set()
+        self._pipeline = None
+        self._catalog = None
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -214,36 +330,46 @@ class SweepRunHooks:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        variants = _variant_blocks(pipeline, catalog)
+        self._blocks = _variant_blocks(pipeline, catalog)
+        self._pipeline, self._catalog, self._replayed = pipeline, catalog, set()
+        self._stages = {variant: set() for variant in self._blocks}
+        for node in pipeline.nodes:
+            if self._variant_of(node) is not None:
+                self._stages[self._variant_of(node)].update(node.tags)
         parent = mlflow.active_run()
-        if not variants or parent is None:
+        if not self._blocks or parent is None:
             return
-        client = mlflow.MlflowClient()
-        child_runs = {}
-        for name, block in variants.items():
-            child_runs[name] = _create_child_run(client, parent, name, block, catalog)
-        os.environ[self.CHILD_RUNS_ENV] = json.dumps(child_runs)
         os.environ[self.PARENT_RUN_ENV] = parent.info.run_id
+        os.environ[self.CHILD_RUNS_ENV] = "{}"
+        mlflow.set_tags({"sweep.variants": len(self._blocks)})
+        if not _is_parallel(run_params):
+            return
+        for name in self._blocks:
+            self._create_child_run(name)
         # Parallel workers inherit the store's address, whatever set it in this process.
         os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
-        if _is_parallel(run_params):
-            workers = min(len(variants), os.cpu_count() or 1)
-            os.environ[self.THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // workers))
-        mlflow.set_tags({"sweep.variants": len(variants)})
+        workers = min(len(self._blocks), os.cpu_count() or 1)
+        os.environ[self.THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // workers))
 
     @hook_impl
     def before_node_run(self, node) -> None:
         in_worker = multiprocessing.parent_process() is not None
         if in_worker and os.environ.get(self.THREADS_ENV):
             torch.set_num_threads(int(os.environ[self.THREADS_ENV]))
-        run_id = self._run_for(node, in_worker)
-        active = mlflow.active_run()
-        if run_id is None or (active is not None and active.info.run_id == run_id):
+        self._activate(node, self._run_for(node, in_worker))
+
+    @hook_impl(tryfirst=True)
+    def after_node_run(self, node, outputs: dict[str, Any]) -> None:
+        # Before the outputs are saved, and before MlflowLineageHooks tags the active run.
+        variant = self._variant_of(node)
+        if variant is None or variant in self._child_runs() or variant in self._replayed:
             return
-        mlflow.start_run(run_id=run_id, nested=active is not None)
-        self._pushed[node.name] = len(node.outputs)
-        if not node.outputs:
-            self._end(node.name, RunStatus.FINISHED)
+        variant_fingerprint = self._variant_fingerprint(variant, outputs)
+        earlier = self._finished_run_with(variant, variant_fingerprint)
+        if earlier is not None:
+            self._replay(variant, earlier)
+            return
+        self._activate(node, self._create_child_run(variant, variant_fingerprint))
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, node) -> None:
@@ -269,10 +395,19 @@ class SweepRunHooks:
     def on_pipeline_error(self) -> None:
         self._close_child_runs(RunStatus.FAILED)
 
+    def _activate(self, node, run_id: str | None) -> None:
+        active = mlflow.active_run()
+        if run_id is None or (active is not None and active.info.run_id == run_id):
+            return
+        mlflow.start_run(run_id=run_id, nested=active is not None)
+        self._pushed[node.name] = len(node.outputs)
+        if not node.outputs:
+            self._end(node.name, RunStatus.FINISHED)
+
     def _run_for(self, node, in_worker: bool) -> str | None:
         variant = self._variant_of(node)
         if variant is not None:
-            return self._child_runs()[variant]
+            return self._child_runs().get(variant)
         # A worker process starts with no active run: the parent's nodes log to the parent.
         return os.environ.get(self.PARENT_RUN_ENV) if in_worker else None
 
@@ -280,10 +415,74 @@ class SweepRunHooks:
         if not node.namespace:
             return None
         variant = node.namespace.split(".")[0]
-        return variant if variant in self._child_runs() else None
+        known = variant in self._blocks or variant in self._child_runs()
+        return variant if known else None
 
     def _child_runs(self) -> dict[str, str]:
-        return json.loads(os.environ.get(self.CHILD_RUNS_ENV, "{}"))
+        return json.loads(os.environ.get(self.CHILD_RUNS_ENV) or "{}")
+
+    def _create_child_run(self, variant: str, variant_fingerprint: str | None = None) -> str:
+        parent = mlflow.MlflowClient().get_run(os.environ[self.PARENT_RUN_ENV])
+        run_id = _create_child_run(
+            mlflow.MlflowClient(), parent, variant, self._blocks[variant], self._catalog
+        )
+        if variant_fingerprint is not None:
+            client = mlflow.MlflowClient()
+            client.set_tag(run_id, VARIANT_FINGERPRINT_TAG, variant_fingerprint)
+            client.set_tag(run_id, VARIANT_STAGES_TAG, ",".join(sorted(self._stages[variant])))
+        os.environ[self.CHILD_RUNS_ENV] = json.dumps({**self._child_runs(), variant: run_id})
+        return run_id
+
+    def _variant_fingerprint(self, variant: str, outputs: dict[str, Any]) -> str | None:
+        """From the training summary among a variant's first outputs, if any."""
+        summaries = [
+            value
+            for value in outputs.values()
+            if isinstance(value, dict) and value.get("training_fingerprint")
+        ]
+        if len(summaries) != 1:
+            return None
+        block = {k: v for k, v in self._blocks[variant].items() if k != "sweep"}
+        return variant_fingerprint(summaries[0]["training_fingerprint"], block)
+
+    def _finished_run_with(self, variant: str, fingerprint: str | None) -> str | None:
+        forced = "params:force_retrain" in self._catalog and self._catalog.load(
+            "params:force_retrain"
+        )
+        if fingerprint is None or forced:
+            return None
+        parent = mlflow.MlflowClient().get_run(os.environ[self.PARENT_RUN_ENV])
+        runs = mlflow.MlflowClient().search_runs(
+            [parent.info.experiment_id],
+            filter_string=(
+                f"attributes.status = 'FINISHED' and tags.`sweep.variant` = '{variant}' "
+                f"and tags.`{VARIANT_FINGERPRINT_TAG}` = '{fingerprint}'"
+            ),
+            order_by=["attributes.start_time DESC"],
+        )
+        # A run that did only some of the stages run now (--tags training) has not all
+        # the results.
+        for run in runs:
+            stages = set(run.data.tags.get(VARIANT_STAGES_TAG, "").split(","))
+            if self._stages[variant] <= stages:
+                return run.info.run_id
+        return None
+
+    def _replay(self, variant: str, earlier_run: str) -> None:
+        """Keep the variant's outputs in memory: they equal those of ``earlier_run``."""
+        for node in self._pipeline.nodes:
+            if self._variant_of(node) == variant:
+                for name in node.outputs:
+                    self._catalog[name] = MemoryDataset()
+        self._replayed.add(variant)
+        mlflow.set_tag(f"sweep.reused.{variant}", earlier_run)
+        logger.info(
+            "Sweep variant %s was already trained, embedded and evaluated with the same data "
+            "and parameters (MLflow run %s): its results are recomputed in memory for the "
+            "comparison, and nothing is tracked or saved again.",
+            variant,
+            earlier_run,
+        )
 
     def _end(self, node_name: str, status: int) -> None:
         del self._pushed[node_name]
@@ -291,8 +490,6 @@ class SweepRunHooks:
 
     def _close_child_runs(self, status: int) -> None:
         child_runs = self._child_runs()
-        if not child_runs:
-            return
         client = mlflow.MlflowClient()
         for variant, run_id in child_runs.items():
             final = RunStatus.FAILED if variant in self._failed else status
@@ -323,6 +520,7 @@ def _create_child_run(client, parent, variant: str, block: dict[str, Any], catal
             "sweep.group": sweep["group"],
             "sweep.seed": str(sweep["seed"]),
             **{f"sweep.override.{k}": str(v) for k, v in sweep["overrides"].items()},
+            **process_tags(),
         },
     )
     # The keys a plain run logs for its parameter blocks, so Compare lines them up.

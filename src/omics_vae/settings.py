@@ -1,10 +1,12 @@
 """Project settings. https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
 
 from omics_vae.hooks import (
+    DryRunHooks,
     MlflowLineageHooks,
     ParallelRunnerHooks,
     ParameterValidationHooks,
     RegisteredModelHooks,
+    RunIntegrityHooks,
     SweepRunHooks,
 )
 from omics_vae.sweeps import SweepConfigLoader
@@ -14,6 +16,8 @@ from omics_vae.sweeps import SweepConfigLoader
 # logged the node's last file into it.
 HOOKS = (
     ParameterValidationHooks(),
+    DryRunHooks(),
+    RunIntegrityHooks(),
     ParallelRunnerHooks(),
     SweepRunHooks(),
     MlflowLineageHooks(),

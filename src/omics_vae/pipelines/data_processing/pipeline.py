@@ -57,5 +57,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="qc_figure",
                 name="plot_qc_metrics_node",
             ),
-        ]
+        ],
+        tags="data_processing",
     )

@@ -21,5 +21,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["embeddings", "latent_table", "embedding_info"],
                 name="embed_cells_node",
             ),
-        ]
+        ],
+        tags="embedding",
     )

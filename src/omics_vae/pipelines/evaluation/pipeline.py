@@ -73,5 +73,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="anomaly_figure",
                 name="plot_anomalies_node",
             ),
-        ]
+        ],
+        tags="evaluation",
     )

@@ -47,5 +47,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="paired_embedding_info",
                 name="paired_embedding_info_node",
             ),
-        ]
+        ],
+        tags="paired_embedding",
     )

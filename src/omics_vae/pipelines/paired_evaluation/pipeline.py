@@ -61,5 +61,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="paired_feature_scatter",
                 name="plot_best_worst_features_node",
             ),
-        ]
+        ],
+        tags="paired_evaluation",
     )

@@ -59,5 +59,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["paired_model_input", "paired_scalers"],
                 name="scale_platforms_node",
             ),
-        ]
+        ],
+        tags="paired_processing",
     )

@@ -40,5 +40,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="paired_loss_curves",
                 name="plot_paired_loss_curves_node",
             ),
-        ]
+        ],
+        tags="paired_training",
     )

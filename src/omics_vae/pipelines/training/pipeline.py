@@ -44,5 +44,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="mlflow_model",
                 name="package_model_for_mlflow_node",
             ),
-        ]
+        ],
+        tags="training",
     )

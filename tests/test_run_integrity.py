@@ -1,0 +1,93 @@
+"""Through `kedro run`: a dry run writes nothing, and a run that fails part-way through a
+stage leaves no half set of outputs as the latest versions."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import run_kedro, write_yaml
+from tests.short_run import short_run_project
+
+pytestmark = pytest.mark.e2e
+
+
+def _tree_digest(*paths: Path) -> str:
+    """A hash of every file's name and content under ``paths``."""
+    digest = hashlib.blake2b()
+    for root in paths:
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in files:
+            digest.update(str(path.relative_to(root.parent)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained_project(tmp_path_factory) -> Path:
+    return short_run_project(tmp_path_factory)
+
+
+@pytest.mark.parametrize(
+    "pipelines", [(), ("--pipelines", "training")], ids=["kedro run", "training only"]
+)
+def test_a_dry_run_prints_the_plan_and_leaves_data_and_the_store_unchanged(
+    trained_project, pipelines
+):
+    before = _tree_digest(trained_project / "data", trained_project / "mlflow.db")
+
+    result = run_kedro(trained_project, "run", *pipelines, "--params", "training.dry_run=true")
+
+    assert "training.dry_run: the plan above is valid; nothing was trained." in result.stdout
+    assert "No training.phases: one phase with the plain settings." in result.stdout
+    assert _tree_digest(trained_project / "data", trained_project / "mlflow.db") == before
+
+
+def test_a_failed_processing_run_leaves_the_previous_complete_set_as_latest(
+    project_copy, kedro_cli
+):
+    local = project_copy / "conf" / "local"
+    write_yaml(
+        local / "catalog.yml",
+        {
+            "raw_counts": {
+                "type": "omics_vae.datasets.SimulatedCountsDataset",
+                "n_cells": 600,
+                "n_genes": 300,
+                "n_batches": 2,
+                "n_cell_types": 3,
+                "seed": 0,
+            }
+        },
+    )
+    write_yaml(
+        local / "parameters_data_processing.yml",
+        {"data_processing": {"hvg": {"n_top_genes": 200}}},
+    )
+    kedro_cli("run", "--pipelines", "data_processing")
+    reports = project_copy / "data" / "08_reporting"
+    first = sorted((reports / "qc_summary.csv").glob("*/qc_summary.csv"))
+    assert len(first) == 1
+
+    # The second run saves its QC summary, then cannot save model_input: a file stands
+    # where its folder would be.
+    (project_copy / "data" / "05_model_input" / "blocked").write_text("")
+    catalog = (local / "catalog.yml").read_text()
+    (local / "catalog.yml").write_text(
+        catalog
+        + "model_input:\n  type: omics_vae.datasets.H5ADDataset\n"
+        + "  filepath: data/05_model_input/blocked/model_input.h5ad\n  versioned: true\n"
+    )
+    failed = kedro_cli("run", "--pipelines", "data_processing", check=False)
+
+    assert failed.returncode != 0
+    assert ".incomplete-run" in failed.stdout  # the log says what was set aside
+    assert sorted((reports / "qc_summary.csv").glob("*/qc_summary.csv")) == first
+    assert len(list((reports / "qc_metrics.png").glob("*/qc_metrics.png"))) == 1
+    set_aside = list((reports / "qc_summary.csv").glob("*/qc_summary.csv.incomplete-run"))
+    assert len(set_aside) == 1
+    assert set_aside[0].parent != first[0].parent
+    pd.read_csv(set_aside[0])  # kept whole, only renamed
