@@ -209,6 +209,11 @@ def test_training_killed_part_way_resumes_from_last(
     assert card["training"]["resumed_from"].endswith("last.ckpt")
     history = pd.read_csv(_versions(project_copy, "data/08_reporting/training_history.csv")[0])
     assert list(history["epoch"]) == list(range(epochs))
+    # The killed run's MLflow run was closed when the next run started.
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project_copy / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("omics_vae").experiment_id])
+    statuses = sorted(run.info.status for run in runs)
+    assert statuses == ["FINISHED", "FINISHED", "KILLED"]
 
 
 def test_the_shipped_three_phase_recipe_trains_on_pbmc_and_tracks_each_phase(

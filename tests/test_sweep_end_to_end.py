@@ -85,18 +85,36 @@ def test_a_sweep_on_pbmc_tracks_each_variant_compares_them_and_never_trains_twic
     assert _latest(project_copy, "data/08_reporting/sweeps/size/comparison.png").stat().st_size
     assert reports.exists()
 
-    # Re-running the training stage finds every identical finished model in MLflow.
-    kedro_cli("run", "--pipeline", "sweep_size", "--tags", "training", "--params", FAST)
-    reused = _summaries(project_copy)
-    assert len(reused) == 4
-    assert all(summary["reused_from_run"] for summary in reused.values())
+    # Re-running the whole sweep finds every variant done with the same data and
+    # parameters: nothing is trained, tracked or saved again.
+    summaries = _summaries(project_copy)
+    kedro_cli("run", "--pipeline", "sweep_size", "--params", FAST)
+    runs = _runs(project_copy)
+    assert len([run for run in runs if "mlflow.parentRunId" in run.data.tags]) == 4
+    rerun = next(run for run in runs if run.info.run_id not in {r.info.run_id for r in parents})
+    reused = {key for key in rerun.data.tags if key.startswith("sweep.reused.")}
+    assert reused == {f"sweep.reused.{child.data.tags['sweep.variant']}" for child in children}
+    assert _summaries(project_copy) == summaries  # no new versions of the models' records
+    assert (
+        len(pd.read_csv(_latest(project_copy, "data/08_reporting/sweeps/size/variant_scores.csv")))
+        == 4
+    )
 
-    # A new seed trains only the new variants.
+    # A new seed trains only the new variants, in new child runs.
     _sweep(project_copy, "size", {"grid": grid, "seeds": [0, 1, 2]})
     kedro_cli("run", "--pipeline", "sweep_size", "--tags", "training", "--params", FAST)
+    new_children = [
+        run
+        for run in _runs(project_copy)
+        if "mlflow.parentRunId" in run.data.tags
+        and run.info.run_id not in {child.info.run_id for child in children}
+    ]
+    assert sorted(run.data.tags["sweep.variant"] for run in new_children) == [
+        "size__n_latent_bio_16__seed_2",
+        "size__n_latent_bio_8__seed_2",
+    ]
     latest = _summaries(project_copy)
-    trained = sorted(name for name, summary in latest.items() if not summary["reused_from_run"])
-    assert trained == ["size__n_latent_bio_16__seed_2", "size__n_latent_bio_8__seed_2"]
+    assert not latest["size__n_latent_bio_8__seed_2"]["reused_from_run"]
 
 
 def test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_results(
