@@ -18,7 +18,7 @@ from pydantic_core import PydanticUndefined
 
 from omics_vae.hooks import PARAMETER_SCHEMAS
 from omics_vae.models import MODEL_REGISTRY
-from omics_vae.pipelines.training.params import hyperparameter_schema
+from omics_vae.schemas.training import hyperparameter_schema
 
 PAGE = "reference/configuration.md"
 

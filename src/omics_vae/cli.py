@@ -18,7 +18,7 @@ from kedro.framework.project import settings
 from kedro.framework.startup import bootstrap_project
 
 from omics_vae.params import validate_section
-from omics_vae.pipelines.training.params import TrainingParams, plan_table
+from omics_vae.schemas.training import TrainingParams, plan_table
 
 
 @click.group(name="omics_vae")

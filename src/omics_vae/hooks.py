@@ -19,9 +19,7 @@ from mlflow.entities import RunStatus
 
 from omics_vae.datasets import RegisteredModelDataset
 from omics_vae.params import InvalidParametersError, validate_parameters, validate_section
-from omics_vae.pipelines.paired_training.params import PairedTrainingParams
 from omics_vae.pipelines.training.nodes import TrainingDryRun
-from omics_vae.pipelines.training.params import TrainingParams, plan_table
 from omics_vae.run_records import (
     SET_ASIDE_SUFFIX,
     close_runs_of_ended_processes,
@@ -31,6 +29,8 @@ from omics_vae.run_records import (
     variant_fingerprint,
 )
 from omics_vae.schemas import PARAMETER_SCHEMAS
+from omics_vae.schemas.paired_training import PairedTrainingParams
+from omics_vae.schemas.training import TrainingParams, plan_table
 from omics_vae.sweeps import use_config_loader
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from kedro.io import DataCatalog
 from kedro.io.core import PROTOCOL_DELIMITER, DatasetError, Version, generate_timestamp
 
 from omics_vae.datasets import H5ADDataset
-from omics_vae.pipelines.data_processing.params import DataProcessingParams
+from omics_vae.schemas.data_processing import DataProcessingParams
 from omics_vae.settings import CONFIG_LOADER_ARGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ crosses a threshold, or when it stops improving.
   different plan is refused unless ``force_plan_change``.
 
 Torch and Lightning only: the Kedro parameter schema that builds plans lives in
-``pipelines/training/params.py``.
+``omics_vae/schemas/training.py``.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from omics_vae.pipelines.data_processing.nodes import (
     SPLITS,
     filter_cells_and_genes,
 )
-from omics_vae.pipelines.data_processing.params import DataProcessingParams
+from omics_vae.schemas.data_processing import DataProcessingParams
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SUCCESS = "Pipeline execution completed successfully"

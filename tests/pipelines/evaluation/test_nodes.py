@@ -33,7 +33,7 @@ from omics_vae.pipelines.evaluation.nodes import (
     scib_results_to_metrics,
     score_anomalies,
 )
-from omics_vae.pipelines.evaluation.params import (
+from omics_vae.schemas.evaluation import (
     BATCH_METRICS,
     BIO_METRICS,
     EvaluationParams,

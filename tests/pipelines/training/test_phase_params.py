@@ -17,7 +17,7 @@ from omics_vae.pipelines.training.nodes import (
     plot_loss_curves,
     train_model,
 )
-from omics_vae.pipelines.training.params import TrainingParams, build_plan, probe_model
+from omics_vae.schemas.training import TrainingParams, build_plan, probe_model
 
 THREE_PHASES = [
     {"name": "warmup", "loss": {"beta": 0.0}, "until": {"epochs": 2}},

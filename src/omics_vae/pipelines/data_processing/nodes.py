@@ -26,8 +26,7 @@ from scipy import sparse
 from sklearn.model_selection import train_test_split
 
 from omics_vae.params import validate_section
-
-from .params import DataProcessingParams, HVGParams, QCParams, SplitParams
+from omics_vae.schemas.data_processing import DataProcessingParams, HVGParams, QCParams, SplitParams
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from anndata import AnnData
 from omics_vae.data.fingerprint import environment_versions, fingerprint_anndata
 from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.params import validate_section
-from omics_vae.pipelines.embedding.params import EmbeddingParams
-from omics_vae.pipelines.training.params import TrainingParams, hyperparameter_schema
+from omics_vae.schemas.embedding import EmbeddingParams
+from omics_vae.schemas.training import TrainingParams, hyperparameter_schema
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,7 @@ from statsmodels.nonparametric.smoothers_lowess import lowess
 from statsmodels.stats.multitest import multipletests
 
 from omics_vae.params import validate_section
-
-from .params import AnomalyParams, EvaluationParams
+from omics_vae.schemas.evaluation import AnomalyParams, EvaluationParams
 
 logger = logging.getLogger(__name__)
 

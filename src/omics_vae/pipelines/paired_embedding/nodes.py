@@ -15,7 +15,7 @@ from omics_vae.data.fingerprint import environment_versions, fingerprint_anndata
 from omics_vae.data.paired import ROLES, TRANSFORMED_LAYER
 from omics_vae.models import BaseVAE
 from omics_vae.params import validate_section
-from omics_vae.pipelines.paired_embedding.params import PairedEmbeddingParams
+from omics_vae.schemas.paired_embedding import PairedEmbeddingParams
 
 logger = logging.getLogger(__name__)
 

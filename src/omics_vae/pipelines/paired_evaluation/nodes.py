@@ -16,7 +16,7 @@ from scipy.stats import rankdata
 from omics_vae.data import paired
 from omics_vae.data.paired import TRANSFORMED_LAYER, PairedInputError
 from omics_vae.params import validate_section
-from omics_vae.pipelines.paired_evaluation.params import BaselineParams, PairedEvaluationParams
+from omics_vae.schemas.paired_evaluation import BaselineParams, PairedEvaluationParams
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from anndata import AnnData
 from omics_vae.data import paired
 from omics_vae.data.paired import ROLES, TRANSFORMED_LAYER, FeatureScaler, PairedInputError
 from omics_vae.params import validate_section
-from omics_vae.pipelines.paired_processing.params import PairedProcessingParams
+from omics_vae.schemas.paired_processing import PairedProcessingParams
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from omics_vae.data.fingerprint import fingerprint_anndata
 from omics_vae.data.paired import PairedInputError, check_paired_anndata, platform_names
 from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.params import validate_section
-from omics_vae.pipelines.paired_training.params import PairedTrainingParams
 from omics_vae.pipelines.training.nodes import fit_model, model_card
 from omics_vae.pipelines.training.reuse import (
     PAIRED_ARTIFACTS,
@@ -21,6 +20,7 @@ from omics_vae.pipelines.training.reuse import (
     training_fingerprint,
     training_identity,
 )
+from omics_vae.schemas.paired_training import PairedTrainingParams
 
 logger = logging.getLogger(__name__)
 

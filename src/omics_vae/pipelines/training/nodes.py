@@ -17,17 +17,17 @@ from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.models.phases import PhasePlanError, TrainingPlan, check_plan, format_plan
 from omics_vae.models.trainer import FitSettings, fit
 from omics_vae.params import validate_section
-from omics_vae.pipelines.training.params import (
-    FitParams,
-    TrainingParams,
-    build_plan,
-    plain_plan,
-)
 from omics_vae.pipelines.training.reuse import (
     SINGLE_CELL_ARTIFACTS,
     fingerprint_of,
     retrieve_or_train,
     training_identity,
+)
+from omics_vae.schemas.training import (
+    FitParams,
+    TrainingParams,
+    build_plan,
+    plain_plan,
 )
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from omics_vae.data.fingerprint import fingerprint_values
 from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.models import BaseVAE
 from omics_vae.models.checkpoints import encode_identity
-from omics_vae.pipelines.training.params import FitParams
+from omics_vae.schemas.training import FitParams
 
 logger = logging.getLogger(__name__)
 

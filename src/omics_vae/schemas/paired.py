@@ -4,10 +4,10 @@ stage of the paired pipelines."""
 from __future__ import annotations
 
 from omics_vae.params import StrictModel
-from omics_vae.pipelines.paired_embedding.params import PairedEmbeddingParams
-from omics_vae.pipelines.paired_evaluation.params import PairedEvaluationParams
-from omics_vae.pipelines.paired_processing.params import PairedProcessingParams
-from omics_vae.pipelines.paired_training.params import PairedTrainingParams
+from omics_vae.schemas.paired_embedding import PairedEmbeddingParams
+from omics_vae.schemas.paired_evaluation import PairedEvaluationParams
+from omics_vae.schemas.paired_processing import PairedProcessingParams
+from omics_vae.schemas.paired_training import PairedTrainingParams
 
 
 class PairedParams(StrictModel):

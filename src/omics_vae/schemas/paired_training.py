@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from omics_vae.pipelines.training.params import FitParams
+from omics_vae.schemas.training import FitParams
 
 
 class PairedTrainingParams(FitParams):
