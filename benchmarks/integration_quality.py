@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"No scvi-tools interpreter: pass --scvi-python (tried {SCVI_PYTHONS})")
     work = args.work
     project = copy_project_for(work / "project", args.data, args.threads)
-    from omics_vae.pipelines.training.nodes import default_max_epochs
+    from omics_vae.training.fitting import default_max_epochs
 
     seeds, unsupervised = list(args.seeds), list(args.unsupervised_seeds)
     runs: list[Run] = []

@@ -14,7 +14,8 @@ from mlflow import MlflowClient
 from omics_vae import runs
 from omics_vae.data.simulate import simulate_counts
 from omics_vae.datasets import H5ADDataset, LightningCheckpointDataset
-from omics_vae.pipelines.training.nodes import make_model_card, train_model
+from omics_vae.pipelines.training.nodes import make_model_card
+from omics_vae.training.single_cell import train_model
 from tests.conftest import _copy_project, write_yaml
 from tests.short_run import kedro, short_run_project
 

@@ -19,7 +19,6 @@ from mlflow.entities import RunStatus
 
 from omics_vae.datasets import RegisteredModelDataset
 from omics_vae.params import InvalidParametersError, validate_parameters, validate_section
-from omics_vae.pipelines.training.nodes import TrainingDryRun
 from omics_vae.run_records import (
     SET_ASIDE_SUFFIX,
     close_runs_of_ended_processes,
@@ -32,6 +31,7 @@ from omics_vae.schemas import PARAMETER_SCHEMAS
 from omics_vae.schemas.paired_training import PairedTrainingParams
 from omics_vae.schemas.training import TrainingParams, plan_table
 from omics_vae.sweeps import use_config_loader
+from omics_vae.training.fitting import TrainingDryRun
 
 logger = logging.getLogger(__name__)
 

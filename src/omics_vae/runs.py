@@ -43,8 +43,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.models import BaseVAE
+from omics_vae.models.checkpoints import load_model_file
 from omics_vae.pipelines.paired_evaluation.nodes import predict_held_out
 
 EXPERIMENT_NAME = "omics_vae"
@@ -243,7 +243,7 @@ def load_model(run_or_uri: str, *, tracking_uri: str | None = None) -> BaseVAE:
             ``models:/<name>/<version>``.
         tracking_uri: The store; None finds it as the module docstring says.
 
-    Loads the Lightning checkpoint with ``LightningCheckpointDataset`` (tensors only,
+    Reads the checkpoint with ``models.checkpoints.load_model_file`` (tensors only,
     never pickled code), so it returns the model class its registry name says.
     """
     model, _ = load_model_and_card(run_or_uri, tracking_uri=tracking_uri)
@@ -280,7 +280,7 @@ def load_model_and_card(
                 f"'{run_or_uri}' has no {CHECKPOINT_FILE} under {source}; only runs that "
                 "trained a model (the training pipeline) have one."
             )
-        model = LightningCheckpointDataset(filepath=str(checkpoint)).load()
+        model = load_model_file(checkpoint, name=f"{source}/{CHECKPOINT_FILE}")
         card_path = local / MODEL_CARD_FILE
         card = yaml.safe_load(card_path.read_text()) if card_path.is_file() else {}
     return model, card

@@ -23,12 +23,12 @@ from lightning import LightningModule
 import omics_vae
 from omics_vae.datasets._atomic import write_local_atomically, write_remote_atomically
 from omics_vae.datasets._fsspec import FsspecVersionedDataset
-from omics_vae.models.checkpoints import CheckpointError
+from omics_vae.models.checkpoints import (
+    MODEL_NAME_KEY,
+    CheckpointError,
+    model_from_checkpoint,
+)
 from omics_vae.models.checkpoints import read_checkpoint as read_checkpoint_file
-from omics_vae.models.registry import get_model_class
-
-# Where the registry name sits in the checkpoint, beside Lightning's own keys.
-MODEL_NAME_KEY = "omics_vae_model"
 
 
 class LightningCheckpointDataset(FsspecVersionedDataset[LightningModule, LightningModule]):
@@ -110,7 +110,12 @@ class LightningCheckpointDataset(FsspecVersionedDataset[LightningModule, Lightni
         checkpoint = read_checkpoint(
             raw, source=load_path, map_location=self._load_args["map_location"]
         )
-        return model_from_checkpoint(checkpoint, source=load_path, strict=self._load_args["strict"])
+        try:
+            return model_from_checkpoint(
+                checkpoint, source=load_path, strict=self._load_args["strict"]
+            )
+        except CheckpointError as exc:
+            raise DatasetError(str(exc)) from None
 
     def save(self, data: LightningModule) -> None:
         payload = checkpoint_payload(data)
@@ -160,32 +165,6 @@ def read_checkpoint(raw: bytes, *, source: str, map_location: Any = "cpu") -> di
     return checkpoint
 
 
-def model_from_checkpoint(
-    checkpoint: dict[str, Any], *, source: str, strict: bool = True
-) -> LightningModule:
-    """Rebuild the registered model class from a checkpoint dictionary."""
-    hparams = dict(checkpoint["hyper_parameters"])
-    name = checkpoint.get(MODEL_NAME_KEY) or hparams.get("registry_name")
-    if not name:
-        raise DatasetError(
-            f"Cannot load checkpoint '{source}': it does not say which model it holds "
-            f"(no '{MODEL_NAME_KEY}' key)."
-        )
-    try:
-        model_class = get_model_class(name)
-    except KeyError as exc:
-        raise DatasetError(f"Cannot load checkpoint '{source}': {exc}") from exc
-    model = model_class(**hparams)
-    try:
-        model.load_state_dict(checkpoint["state_dict"], strict=strict)
-    except RuntimeError as exc:
-        raise DatasetError(
-            f"Cannot load checkpoint '{source}': its weights do not fit model '{name}' "
-            f"built from its own hyperparameters ({exc})."
-        ) from exc
-    return model.eval()
-
-
 def _plain(value: Any) -> Any:
     """Hyperparameters as plain containers, which ``weights_only`` loading accepts."""
     if isinstance(value, dict):
@@ -200,4 +179,4 @@ def _plain(value: Any) -> Any:
     )
 
 
-__all__ = ["LightningCheckpointDataset", "checkpoint_payload", "model_from_checkpoint"]
+__all__ = ["LightningCheckpointDataset", "checkpoint_payload"]

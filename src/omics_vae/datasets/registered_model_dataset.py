@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from kedro.io import AbstractDataset, DatasetError
 
+from omics_vae.runs import load_model_and_card
+
 Part = Literal["model", "card"]
 
 
@@ -77,9 +79,6 @@ class RegisteredModelDataset(AbstractDataset[None, Any]):
         return self._model_uri
 
     def load(self) -> Any:
-        # omics_vae.runs imports this package (LightningCheckpointDataset): a cycle at import.
-        from omics_vae.runs import load_model_and_card  # noqa: PLC0415
-
         model, card = load_model_and_card(self._model_uri, tracking_uri=self._tracking_uri)
         if self._part == "model":
             return model

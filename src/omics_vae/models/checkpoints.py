@@ -21,7 +21,12 @@ from typing import Any
 
 import torch
 
+from omics_vae.models.base import BaseVAE
+from omics_vae.models.registry import get_model_class
+
 IDENTITY_KEY = "omics_vae_identity"
+# Where the registry name sits in the checkpoint, beside Lightning's own keys.
+MODEL_NAME_KEY = "omics_vae_model"
 
 
 class CheckpointError(ValueError):
@@ -65,6 +70,47 @@ def read_checkpoint(
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"Cannot load checkpoint '{name}': it is not a dictionary.")
     return checkpoint
+
+
+def model_from_checkpoint(
+    checkpoint: dict[str, Any], *, source: str, strict: bool = True
+) -> BaseVAE:
+    """Rebuild the registered model class from a checkpoint dictionary."""
+    hparams = dict(checkpoint["hyper_parameters"])
+    name = checkpoint.get(MODEL_NAME_KEY) or hparams.get("registry_name")
+    if not name:
+        raise CheckpointError(
+            f"Cannot load checkpoint '{source}': it does not say which model it holds "
+            f"(no '{MODEL_NAME_KEY}' key)."
+        )
+    try:
+        model_class = get_model_class(name)
+    except KeyError as exc:
+        raise CheckpointError(f"Cannot load checkpoint '{source}': {exc}") from exc
+    model = model_class(**hparams)
+    try:
+        model.load_state_dict(checkpoint["state_dict"], strict=strict)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"Cannot load checkpoint '{source}': its weights do not fit model '{name}' "
+            f"built from its own hyperparameters ({exc})."
+        ) from exc
+    return model.eval()
+
+
+def load_model_file(path: str | Path, *, name: str | None = None) -> BaseVAE:
+    """The registered model saved at ``path`` (a ``LightningCheckpointDataset`` file),
+    read tensors-only.
+
+    Raises:
+        CheckpointError: The file cannot be read or does not hold a registered model.
+    """
+    checkpoint = read_checkpoint(path, name=name)
+    if "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise CheckpointError(
+            f"Cannot load checkpoint '{name or path}': it is not a Lightning checkpoint."
+        )
+    return model_from_checkpoint(checkpoint, source=str(name or path))
 
 
 def checkpoint_identity(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:

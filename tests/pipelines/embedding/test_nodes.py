@@ -13,7 +13,8 @@ from omics_vae.pipelines.embedding.nodes import (
     embed_cells,
 )
 from omics_vae.pipelines.embedding.pipeline import create_pipeline
-from omics_vae.pipelines.training.nodes import make_model_card, train_model
+from omics_vae.pipelines.training.nodes import make_model_card
+from omics_vae.training.single_cell import train_model
 
 EMBEDDING_PARAMS = {"batch_size": 64, "reconstruction_error": True}
 

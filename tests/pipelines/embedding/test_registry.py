@@ -13,8 +13,9 @@ from omics_vae.datasets import LightningCheckpointDataset, RegisteredModelDatase
 from omics_vae.hooks import RegisteredModelHooks
 from omics_vae.params import InvalidParametersError, validate_section
 from omics_vae.pipelines import embedding, training
-from omics_vae.pipelines.training.nodes import make_model_card, train_model
+from omics_vae.pipelines.training.nodes import make_model_card
 from omics_vae.schemas.embedding import EmbeddingParams
+from omics_vae.training.single_cell import train_model
 from tests.test_runs import log_training_run
 
 

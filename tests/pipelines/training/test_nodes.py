@@ -10,14 +10,10 @@ from matplotlib.figure import Figure
 from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.models import InVAE
 from omics_vae.params import InvalidParametersError
-from omics_vae.pipelines.training.nodes import (
-    TrainingInputError,
-    default_max_epochs,
-    history_to_metrics,
-    make_model_card,
-    plot_loss_curves,
-    train_model,
-)
+from omics_vae.pipelines.training.nodes import make_model_card
+from omics_vae.training.fitting import TrainingInputError, default_max_epochs
+from omics_vae.training.reports import history_to_metrics, plot_loss_curves
+from omics_vae.training.single_cell import train_model
 
 
 def test_train_model_returns_a_trained_model_history_and_summary(model_input, training_params):

@@ -9,15 +9,11 @@ import pytest
 from matplotlib.patches import Rectangle
 
 from omics_vae.params import InvalidParametersError, validate_section
-from omics_vae.pipelines.training.nodes import (
-    TrainingDryRun,
-    TrainingInputError,
-    history_to_metrics,
-    make_model_card,
-    plot_loss_curves,
-    train_model,
-)
+from omics_vae.pipelines.training.nodes import make_model_card
 from omics_vae.schemas.training import TrainingParams, build_plan, probe_model
+from omics_vae.training.fitting import TrainingDryRun, TrainingInputError
+from omics_vae.training.reports import history_to_metrics, plot_loss_curves
+from omics_vae.training.single_cell import train_model
 
 THREE_PHASES = [
     {"name": "warmup", "loss": {"beta": 0.0}, "until": {"epochs": 2}},

@@ -6,7 +6,7 @@ from omics_vae.pipelines.paired_training.nodes import (
     make_paired_model_card,
     train_or_reuse_joint_model,
 )
-from omics_vae.pipelines.training.nodes import history_to_metrics, plot_loss_curves
+from omics_vae.training.reports import history_to_metrics, plot_loss_curves
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -15,7 +15,7 @@ import torch
 import omics_vae.models.trainer as trainer_module
 from omics_vae.models.checkpoints import CheckpointError
 from omics_vae.models.trainer import ResumeError
-from omics_vae.pipelines.training.nodes import train_model
+from omics_vae.training.single_cell import train_model
 
 
 class StopAtEpoch(L.Callback):

@@ -1,39 +1,32 @@
-"""Train once: reuse a finished model trained on the same data with the same parameters.
+"""Train once: the MLflow store as a cache of trained models, found by training fingerprint.
 
-A training run is tagged in MLflow with a fingerprint of what decides its result: the
-processed data's content, its processing record and the effective training parameters.
-Before training, the training nodes (single-cell and paired) look for a run with that
-tag whose checkpoint, history and summary were logged, and return those instead of
-training again.
+A training run is tagged in MLflow with its training fingerprint
+(``omics_vae.training.identity``). Before training, ``retrieve_or_train`` looks for a run
+with that tag whose checkpoint, history and summary were logged and can be read, and
+returns those instead of training again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
-from anndata import AnnData
-from kedro.io.core import DatasetError
 from mlflow.exceptions import MlflowException
 
-import omics_vae
-from omics_vae.data.fingerprint import fingerprint_values
-from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.models import BaseVAE
-from omics_vae.models.checkpoints import encode_identity
-from omics_vae.schemas.training import FitParams
+from omics_vae.models.checkpoints import CheckpointError, load_model_file
 
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_TAG = "training_fingerprint"
+
 Trained = tuple[BaseVAE, pd.DataFrame, dict[str, Any]]
 
 
@@ -50,18 +43,11 @@ class TrainingArtifacts:
 SINGLE_CELL_ARTIFACTS = TrainingArtifacts(
     "model/model.ckpt", "model/training_summary.json", "reports/training_history.csv"
 )
+
 PAIRED_ARTIFACTS = TrainingArtifacts(
     "model/paired_model.ckpt",
     "model/paired_training_summary.json",
     "reports/paired_training_history.csv",
-)
-# Settings that change how a run goes, not what it learns.
-OPERATIONAL_KEYS = (
-    ("resume_from",),
-    ("checkpoint_dir",),
-    ("dry_run",),
-    ("trainer", "num_threads"),
-    ("trainer", "enable_progress_bar"),
 )
 
 
@@ -96,74 +82,6 @@ def retrieve_or_train(
             return found.model, found.history, summary
     model, history, summary = train()
     return model, history, {**summary, FINGERPRINT_TAG: fingerprint, "reused_from_run": None}
-
-
-def training_identity(
-    model_input: AnnData,
-    data_fingerprint: str,
-    config: FitParams,
-    covariate_keys: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Everything that decides a trained model, as a JSON-able record.
-
-    Args:
-        model_input: The processed data the model trains on (for its processing record
-            and the covariate columns).
-        data_fingerprint: Its content hash (``fingerprint_anndata``: cells, genes, split
-            and the values the model reads).
-        config: The validated training block.
-        covariate_keys: The obs columns the model is given (labels, batches): relabelled
-            cells with the same counts train another model.
-    """
-    parameters = config.model_dump(mode="json")
-    for path in OPERATIONAL_KEYS:
-        _drop(parameters, path)
-    return {
-        "data": data_fingerprint,
-        "covariates": {key: fingerprint_values(model_input.obs[key]) for key in covariate_keys},
-        # The processing record of either family (keys differ; absent ones are empty).
-        "processing": {
-            key: _plain(model_input.uns[key].get("params", model_input.uns[key]))
-            for key in ("data_processing", "paired_processing")
-            if key in model_input.uns
-        },
-        "training": parameters,
-        "omics_vae": omics_vae.__version__,
-    }
-
-
-def fingerprint_of(identity: dict[str, Any]) -> str:
-    """The training fingerprint: a short hash of a training identity."""
-    return hashlib.blake2b(encode_identity(identity).encode(), digest_size=10).hexdigest()
-
-
-def training_fingerprint(
-    model_input: AnnData,
-    data_fingerprint: str,
-    config: FitParams,
-    covariate_keys: Sequence[str] = (),
-) -> str:
-    """A hash of everything that decides a trained model (see ``training_identity``)."""
-    return fingerprint_of(training_identity(model_input, data_fingerprint, config, covariate_keys))
-
-
-def _plain(value: Any) -> Any:
-    """A processing record as JSON would give it back (arrays become lists), so a record
-    read from a checkpoint compares equal to one read from the data."""
-    return json.loads(json.dumps(value, sort_keys=True, default=_jsonable))
-
-
-def _jsonable(value: Any) -> Any:
-    return value.tolist() if hasattr(value, "tolist") else str(value)
-
-
-def _drop(tree: dict[str, Any], path: tuple[str, ...]) -> None:
-    *parents, leaf = path
-    for part in parents:
-        tree = tree.get(part)
-        if not isinstance(tree, dict):
-            return
-    tree.pop(leaf, None)
 
 
 @dataclass
@@ -209,10 +127,10 @@ def _load_trained_model(
             # An interrupted run tagged before its files were logged: not reusable.
             return None
         try:
-            model = LightningCheckpointDataset(filepath=str(paths[artifacts.checkpoint])).load()
+            model = load_model_file(paths[artifacts.checkpoint])
             history = pd.read_csv(paths[artifacts.history])
             summary = json.loads(paths[artifacts.summary].read_text())
-        except (DatasetError, ValueError, OSError, pd.errors.ParserError) as error:
+        except (CheckpointError, ValueError, OSError, pd.errors.ParserError) as error:
             logger.warning(
                 "The model stored in MLflow run %s has the same data and training parameters "
                 "but its files cannot be read (%s); it is not reused.",

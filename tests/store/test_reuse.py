@@ -12,14 +12,11 @@ import torch
 
 from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.params import validate_section
-from omics_vae.pipelines.training.nodes import checked_identity, train_or_reuse_model
-from omics_vae.pipelines.training.reuse import (
-    FINGERPRINT_TAG,
-    SINGLE_CELL_ARTIFACTS,
-    find_trained_model,
-    fingerprint_of,
-)
+from omics_vae.pipelines.training.nodes import train_or_reuse_model
 from omics_vae.schemas.training import TrainingParams
+from omics_vae.store.reuse import FINGERPRINT_TAG, SINGLE_CELL_ARTIFACTS, find_trained_model
+from omics_vae.training.identity import fingerprint_of
+from omics_vae.training.single_cell import checked_identity
 
 
 @pytest.fixture

@@ -1,0 +1,152 @@
+"""Training a single-cell model (inVAE, the scVI-style baseline) on processed cells."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import pandas as pd
+from anndata import AnnData
+
+from omics_vae.data.fingerprint import fingerprint_anndata
+from omics_vae.models import BaseVAE, get_model_class
+from omics_vae.params import validate_section
+from omics_vae.schemas.training import TrainingParams
+from omics_vae.training.fitting import TrainingInputError, fit_model
+from omics_vae.training.identity import training_identity
+
+logger = logging.getLogger(__name__)
+
+COUNTS_LAYER = "counts"
+
+PARAMETERS_FILE = "conf/base/parameters_training.yml"
+
+
+def train_model(
+    model_input: AnnData, params: dict[str, Any], data_fingerprint: str | None = None
+) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
+    """Train the model named in ``params`` on the ``train`` split, validating on ``val``.
+
+    Args:
+        model_input: Processed cells with raw counts in ``layers["counts"]`` and
+            ``obs["split"]``.
+        params: The ``training`` parameter block.
+        data_fingerprint: ``model_input``'s content hash, when the caller has it already
+            (hashing the counts twice is wasted work on large data).
+
+    Returns:
+        The trained model (weights of its best validation epoch), the per-epoch history
+        and a summary of the run (epochs, best score, wall time, covariates, data
+        fingerprint) for the model card.
+    """
+    config = validate_section("training", TrainingParams, params)
+    model_class = get_model_class(config.model)
+    bio_keys, tech_keys = model_covariates(model_input, config)
+    identity = checked_identity(model_input, config, data_fingerprint)
+
+    # Seeded before the model exists, so its initial weights are reproducible too.
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = model_class.from_anndata(
+        model_input,
+        {
+            **config.model_hyperparameters,
+            "bio_keys": bio_keys,
+            "tech_keys": tech_keys,
+            "learning_rate": config.optimizer.learning_rate,
+            "weight_decay": config.optimizer.weight_decay,
+            "optimizer": config.optimizer.name,
+        },
+    )
+    logger.info(
+        "Training %s on %d cells x %d genes (bio covariates %s, technical %s)",
+        config.model,
+        int((model_input.obs["split"] == "train").sum()),
+        model_input.n_vars,
+        bio_keys,
+        tech_keys,
+    )
+    tensors = model.make_tensors(model_input, counts_layer=COUNTS_LAYER)
+    model, history, facts = fit_model(model, tensors, config, "training", identity)
+    summary = {
+        **facts,
+        "bio_keys": bio_keys,
+        "tech_keys": tech_keys,
+        "data_fingerprint": identity["data"],
+        "n_cells": {split: int(n) for split, n in model_input.obs["split"].value_counts().items()},
+        "n_genes": int(model_input.n_vars),
+    }
+    return model, history, summary
+
+
+def checked_identity(
+    model_input: AnnData, config: TrainingParams, data_fingerprint: str | None = None
+) -> dict[str, Any]:
+    """The training identity of ``config`` on ``model_input`` (``reuse.training_identity``),
+    once the data is known to be trainable.
+
+    Args:
+        model_input: Processed cells.
+        config: The validated training block.
+        data_fingerprint: ``model_input``'s content hash, when the caller has it already.
+    """
+    bio_keys, tech_keys = model_covariates(model_input, config)
+    check_training_input(model_input, config, bio_keys + tech_keys)
+    data_fingerprint = data_fingerprint or fingerprint_anndata(model_input, COUNTS_LAYER)
+    return training_identity(model_input, data_fingerprint, config, bio_keys + tech_keys)
+
+
+def model_covariates(model_input: AnnData, config: TrainingParams) -> tuple[list[str], list[str]]:
+    """The biological and technical obs keys the configured model is given."""
+    bio_keys, tech_keys = resolve_covariates(model_input, config)
+    if not get_model_class(config.model).uses_bio_covariates:
+        bio_keys = []
+    return bio_keys, tech_keys
+
+
+def resolve_covariates(model_input: AnnData, config: TrainingParams) -> tuple[list[str], list[str]]:
+    """Covariate obs keys, with ``auto`` taken from the data_processing record."""
+    record = model_input.uns.get("data_processing", {}).get("params", {})
+    bio = config.covariates.bio
+    tech = config.covariates.tech
+    if bio == "auto":
+        cell_type_key = record.get("cell_type_key")
+        bio = [cell_type_key] if cell_type_key else []
+    if tech == "auto":
+        batch_key = record.get("batch_key")
+        tech = [batch_key] if batch_key else []
+    return list(bio), list(tech)
+
+
+def check_training_input(model_input: AnnData, config: TrainingParams, keys: list[str]) -> None:
+    """Refuse data the model cannot be trained on, before any training starts."""
+    if COUNTS_LAYER not in model_input.layers:
+        raise TrainingInputError(
+            f"model_input has no layers['{COUNTS_LAYER}'] (layers: "
+            f"{sorted(model_input.layers)}). Run the data_processing pipeline first, which "
+            "keeps the raw counts there."
+        )
+    missing = [key for key in keys if key not in model_input.obs]
+    if missing:
+        raise TrainingInputError(
+            f"training.covariates names obs column(s) {missing} absent from model_input "
+            f"(obs columns: {sorted(model_input.obs.columns)}). Fix training.covariates in "
+            f"{PARAMETERS_FILE}."
+        )
+    if "split" not in model_input.obs:
+        raise TrainingInputError(
+            "model_input has no obs['split']; run the data_processing pipeline first."
+        )
+    counts = model_input.obs["split"].value_counts()
+    for split in ("train", "val"):
+        if counts.get(split, 0) == 0:
+            raise TrainingInputError(
+                f"The '{split}' split has no cells. Give it a fraction above 0 in "
+                "data_processing.split (conf/base/parameters_data_processing.yml) and "
+                "run data_processing again."
+            )
+    if config.trainer.batch_size > counts["train"]:
+        raise TrainingInputError(
+            f"training.trainer.batch_size = {config.trainer.batch_size} exceeds the "
+            f"{counts['train']} training cells. Lower it in {PARAMETERS_FILE}."
+        )
