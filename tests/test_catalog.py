@@ -44,11 +44,12 @@ def test_files_written_by_pipelines_are_versioned(path):
 def test_every_dataset_of_a_sweep_variant_has_a_factory_like_its_single_run_entry(
     family, single_run_catalog
 ):
-    from omics_vae.pipelines.sweep.pipeline import per_variant_pipeline
+    from omics_vae.families import FAMILIES
+    from omics_vae.sweep_pipelines import per_variant_pipeline
 
     single = _entries(PROJECT_ROOT / "conf" / "base" / single_run_catalog)
     factories = _entries(PROJECT_ROOT / "conf" / "base" / "catalog_sweeps.yml")
-    template = per_variant_pipeline(family)
+    template = per_variant_pipeline(FAMILIES[family])
     per_variant = template.all_outputs() | (template.datasets() - template.inputs())
     for name in sorted(per_variant):
         factory = factories.get(f"{{variant}}.{name}")

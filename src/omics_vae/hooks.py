@@ -18,6 +18,7 @@ from kedro_mlflow.framework.hooks.utils import _flatten_dict
 from mlflow.entities import RunStatus
 
 from omics_vae.datasets import RegisteredModelDataset
+from omics_vae.families import FAMILIES, training_family
 from omics_vae.params import InvalidParametersError, validate_parameters, validate_section
 from omics_vae.run_records import (
     SET_ASIDE_SUFFIX,
@@ -28,8 +29,7 @@ from omics_vae.run_records import (
     variant_fingerprint,
 )
 from omics_vae.schemas import PARAMETER_SCHEMAS
-from omics_vae.schemas.paired_training import PairedTrainingParams
-from omics_vae.schemas.training import TrainingParams, plan_table
+from omics_vae.schemas.training import plan_table
 from omics_vae.sweeps import use_config_loader
 from omics_vae.training.fitting import TrainingDryRun
 
@@ -58,8 +58,8 @@ class DryRunHooks:
         for section in sorted(_training_sections(pipeline)):
             block = catalog.load(f"params:{section}")
             if isinstance(block, dict) and block.get("dry_run"):
-                config = validate_section(section, _training_schema(section), block)
-                tables[section] = plan_table(config, section)
+                schema = training_family(section).training_schema
+                tables[section] = plan_table(validate_section(section, schema, block), section)
         if not tables:
             return
         for section, table in tables.items():
@@ -72,11 +72,7 @@ def _training_sections(pipeline) -> set[str]:
     """The training parameter blocks the pipeline's nodes read (``training``,
     ``paired.training``, ``<variant>.training`` ...)."""
     sections = {name.removeprefix("params:") for name in pipeline.inputs()}
-    return {name for name in sections if name.split(".")[-1] == "training"}
-
-
-def _training_schema(section: str):
-    return PairedTrainingParams if section.endswith("paired.training") else TrainingParams
+    return {name for name in sections if training_family(name) is not None}
 
 
 class RunIntegrityHooks:
@@ -202,7 +198,7 @@ class MlflowLineageHooks:
         if node.namespace and self._in_sweep_parent():
             return  # a variant not tracked again (SweepRunHooks): its lineage is elsewhere
         prefix = f"{node.namespace}." if node.namespace else ""
-        for family_prefix in ("", "paired_"):
+        for family_prefix in (family.prefix for family in FAMILIES.values()):
             info = outputs.get(f"{prefix}{family_prefix}embedding_info")
             if info is not None:
                 self._stamp_versions(info, f"{prefix}{family_prefix}model", family_prefix)

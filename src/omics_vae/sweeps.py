@@ -19,46 +19,20 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from kedro.config import OmegaConfigLoader
 from kedro.framework.project import settings
 from kedro.utils import find_kedro_project
 from pydantic import Field, field_validator
 
+from omics_vae.families import FAMILIES
 from omics_vae.params import StrictModel, validate_section
 from omics_vae.schemas import PARAMETER_SCHEMAS
 
 SWEEPS_KEY = "sweeps"
 SWEEPS_FILE = "conf/base/parameters_sweeps.yml"
 _NAME_SEPARATOR = "__"
-
-
-@dataclass(frozen=True)
-class FamilyKeys:
-    """Where a model family's variants differ: the parameter blocks they override (data
-    processing runs once for all variants), the key their seed sets and the folder their
-    Lightning checkpoints go to."""
-
-    sections: tuple[str, ...]
-    seed: str
-    checkpoint_dir: str
-    fixed_prefix: str | None = None  # overrides here would change the shared processing
-
-
-FAMILIES = {
-    "single_cell": FamilyKeys(
-        sections=("training", "embedding", "evaluation"),
-        seed="training.seed",
-        checkpoint_dir="training.checkpoint_dir",
-    ),
-    "paired": FamilyKeys(
-        sections=("paired",),
-        seed="paired.training.seed",
-        checkpoint_dir="paired.training.checkpoint_dir",
-        fixed_prefix="paired.processing",
-    ),
-}
 
 
 class SweepError(ValueError):
@@ -69,8 +43,10 @@ class SweepSpec(StrictModel):
     """One sweep under ``sweeps.<name>`` in the parameters."""
 
     description: str = ""
-    family: Literal["single_cell", "paired"] = Field(
-        "single_cell", description="Which models: single_cell (h5ad) or paired (two tables)."
+    family: str = Field(
+        "single_cell",
+        description="Which data family (omics_vae.families): single_cell (h5ad) or paired "
+        "(two tables).",
     )
     base: dict[str, Any] = Field(
         default_factory=dict, description="Dotted overrides applied to every variant."
@@ -83,6 +59,13 @@ class SweepSpec(StrictModel):
         description="Cartesian product of values per dotted key; one variant per combination.",
     )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}; the families are {sorted(FAMILIES)}")
+        return family
 
     @field_validator("seeds")
     @classmethod

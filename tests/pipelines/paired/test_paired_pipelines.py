@@ -14,7 +14,8 @@ from kedro.runner import SequentialRunner
 
 from omics_vae.data.paired import PairedInputError, platform_view
 from omics_vae.data.paired_simulate import simulate_paired_tables
-from omics_vae.pipelines import paired, paired_embedding, paired_processing, paired_training
+from omics_vae.families import PAIRED
+from omics_vae.pipelines import paired_embedding, paired_processing, paired_training
 from omics_vae.pipelines.paired_embedding.nodes import embed_paired_samples, to_original_units
 from omics_vae.pipelines.paired_processing.nodes import split_samples
 
@@ -83,7 +84,7 @@ def _catalog(raw_tables, params) -> DataCatalog:
 
 def test_the_paired_pipeline_imputes_better_than_the_permuted_control(raw_tables, params):
     catalog = _catalog(raw_tables, params)
-    SequentialRunner().run(paired.create_pipeline(), catalog)
+    SequentialRunner().run(PAIRED.end_to_end(), catalog)
 
     model_input = catalog.load("paired_model_input")
     assert model_input.shape == (200, 30 + 7)  # top 30 of A; B's mostly-missing feature dropped

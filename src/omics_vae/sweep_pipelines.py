@@ -1,95 +1,50 @@
-"""Sweep pipelines: data processing once, then every variant in its own namespace.
+"""Sweep pipelines: a family's data processing once, then every variant in its own
+namespace, then the comparison.
 
 ``kedro run --pipeline sweep`` runs every declared sweep, ``--pipeline sweep_<name>`` one
 sweep, ``--namespaces <variant>`` one variant of it on the processed data already saved,
 and ``--tags training`` (or ``embedding``, ``evaluation``) one stage of every variant.
-The variants are expanded from ``sweeps`` in the parameters (omics_vae.sweeps).
+The variants are expanded from ``sweeps`` in the parameters (``omics_vae.sweeps``); what
+each family runs comes from its declaration (``omics_vae.families``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline, pipeline
 
-from omics_vae.pipelines import (
-    data_processing,
-    embedding,
-    evaluation,
-    paired_embedding,
-    paired_evaluation,
-    paired_processing,
-    paired_training,
-    training,
-)
+from omics_vae.families import FAMILIES, Family
 from omics_vae.pipelines.sweep.nodes import compare_variants
-from omics_vae.sweeps import FAMILIES, Variant, expand_sweeps
+from omics_vae.sweeps import Variant, expand_sweeps
 
 COMPARISON_OUTPUTS = ["variant_scores", "sweep_summary", "pairwise_tests", "comparison_figure"]
-
-
-@dataclass(frozen=True)
-class FamilyPipelines:
-    """How a model family's sweep is built: processing once, stages per variant, and the
-    per-variant datasets its comparison reads (evaluation scores, training summary)."""
-
-    processing: Callable[[], Pipeline]
-    stages: dict[str, Callable[[], Pipeline]]
-    scores: str
-    training_summary: str
-
-
-FAMILY_PIPELINES = {
-    "single_cell": FamilyPipelines(
-        processing=data_processing.create_pipeline,
-        stages={
-            "training": training.create_pipeline,
-            "embedding": embedding.create_pipeline,
-            "evaluation": evaluation.create_pipeline,
-        },
-        scores="scib_results",
-        training_summary="training_summary",
-    ),
-    "paired": FamilyPipelines(
-        processing=paired_processing.create_pipeline,
-        stages={
-            "training": paired_training.create_pipeline,
-            "embedding": paired_embedding.create_pipeline,
-            "evaluation": paired_evaluation.create_pipeline,
-        },
-        scores="paired_imputation_summary",
-        training_summary="paired_training_summary",
-    ),
-}
 
 
 def create_sweep_pipelines(params: dict[str, Any]) -> dict[str, Pipeline]:
     """One pipeline per declared sweep, keyed ``sweep_<name>``."""
     pipelines = {}
     for sweep, variants in expand_sweeps(params).items():
-        family = variants[0].family
+        family = FAMILIES[variants[0].family]
         pipelines[f"sweep_{sweep}"] = (
-            FAMILY_PIPELINES[family].processing()
+            family.processing()
             + _variants_pipeline(family, variants)
             + _comparison(family, sweep, variants)
         )
     return pipelines
 
 
-def per_variant_pipeline(family: str = "single_cell") -> Pipeline:
+def per_variant_pipeline(family: Family) -> Pipeline:
     """What each variant of a family runs, each stage tagged with its name."""
-    stages = FAMILY_PIPELINES[family].stages
     return sum(
-        (pipeline(create(), tags=tag) for tag, create in stages.items()),
+        (pipeline(create(), tags=tag) for tag, create in family.stages.items()),
         Pipeline([]),
     )
 
 
-def _variants_pipeline(family: str, variants: list[Variant]) -> Pipeline:
+def _variants_pipeline(family: Family, variants: list[Variant]) -> Pipeline:
     template = per_variant_pipeline(family)
-    sections = FAMILIES[family].sections
+    sections = family.sections
     shared_data = {name for name in template.inputs() if not name.startswith("params:")}
     # Project-wide switches (force_retrain) stay global; the swept blocks are namespaced.
     shared_params = {
@@ -106,10 +61,10 @@ def _variants_pipeline(family: str, variants: list[Variant]) -> Pipeline:
     )
 
 
-def _comparison(family: str, sweep: str, variants: list[Variant]) -> Pipeline:
+def _comparison(family: Family, sweep: str, variants: list[Variant]) -> Pipeline:
     # The node names its inputs without dots; pipeline() maps them to the variants'
     # namespaced datasets and parameters.
-    outputs = FAMILY_PIPELINES[family]
+    outputs = family
     targets = {"params": "params:sweep_comparison"}
     for variant in variants:
         targets[f"{variant.name}__sweep"] = f"params:{variant.name}.sweep"

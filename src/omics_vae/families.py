@@ -1,0 +1,141 @@
+"""Data families: one declaration each of what the rest of the project asks about a kind of
+data (single-cell counts, paired tables).
+
+A family names its processing pipeline and its per-model stages (training, embedding,
+evaluation), the parameter blocks a sweep variant overrides, where its seed and
+checkpoint folder sit in those blocks, its catalog names (a prefix and the datasets a
+sweep compares) and its training block. The pipeline registry, the sweeps, the config
+loader and the hooks read these declarations; none of them branches on a family's name.
+A new family is one ``Family`` passed to ``register_family`` (from the module that holds
+its pipelines) plus its configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from kedro.pipeline import Pipeline
+
+from omics_vae.pipelines import (
+    data_processing,
+    embedding,
+    evaluation,
+    paired_embedding,
+    paired_evaluation,
+    paired_processing,
+    paired_training,
+    training,
+)
+from omics_vae.schemas.paired_training import PairedTrainingParams
+from omics_vae.schemas.training import FitParams, TrainingParams
+
+PipelineFactory = Callable[[], Pipeline]
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the project needs to know about one kind of data.
+
+    Attributes:
+        name: The family's name, as sweeps write it (``family: paired``).
+        pipeline: The registry name of the family end to end (``__default__`` for the
+            single-cell family, which ``kedro run`` runs).
+        processing: Raw data to model input; runs once for all variants of a sweep.
+        stages: Per-model stages in order, keyed by their tag (``training`` first).
+        sections: The parameter blocks a sweep variant overrides.
+        seed: Dotted key of the training seed within those blocks.
+        checkpoint_dir: Dotted key of the Lightning checkpoint folder.
+        training_section: Dotted key of the training block (for dry runs and plans).
+        training_schema: The schema of that block.
+        prefix: Prefix of the family's catalog names (``paired_model``, ...).
+        scores: The evaluation dataset a sweep's comparison reads per variant.
+        training_summary: The training summary dataset a comparison reads per variant.
+        fixed_prefix: Dotted prefix a variant may not override (it would change the
+            processing that all variants share).
+    """
+
+    name: str
+    pipeline: str
+    processing: PipelineFactory
+    stages: Mapping[str, PipelineFactory]
+    sections: tuple[str, ...]
+    seed: str
+    checkpoint_dir: str
+    training_section: str
+    training_schema: type[FitParams]
+    prefix: str = ""
+    scores: str = "scib_results"
+    training_summary: str = "training_summary"
+    fixed_prefix: str | None = None
+
+    def stage_pipelines(self) -> dict[str, Pipeline]:
+        """The processing and each stage, keyed by their registry names."""
+        return {
+            f"{self.prefix}processing" if self.prefix else "data_processing": self.processing(),
+            **{f"{self.prefix}{tag}": create() for tag, create in self.stages.items()},
+        }
+
+    def end_to_end(self) -> Pipeline:
+        """Processing, then every stage."""
+        return sum(self.stage_pipelines().values(), Pipeline([]))
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    """Make ``family`` known to the registry, sweeps and hooks (replacing one of the same
+    name)."""
+    FAMILIES[family.name] = family
+    return family
+
+
+SINGLE_CELL = register_family(
+    Family(
+        name="single_cell",
+        pipeline="__default__",
+        processing=data_processing.create_pipeline,
+        stages={
+            "training": training.create_pipeline,
+            "embedding": embedding.create_pipeline,
+            "evaluation": evaluation.create_pipeline,
+        },
+        sections=("training", "embedding", "evaluation"),
+        seed="training.seed",
+        checkpoint_dir="training.checkpoint_dir",
+        training_section="training",
+        training_schema=TrainingParams,
+    )
+)
+
+PAIRED = register_family(
+    Family(
+        name="paired",
+        pipeline="paired",
+        processing=paired_processing.create_pipeline,
+        stages={
+            "training": paired_training.create_pipeline,
+            "embedding": paired_embedding.create_pipeline,
+            "evaluation": paired_evaluation.create_pipeline,
+        },
+        sections=("paired",),
+        seed="paired.training.seed",
+        checkpoint_dir="paired.training.checkpoint_dir",
+        training_section="paired.training",
+        training_schema=PairedTrainingParams,
+        prefix="paired_",
+        scores="paired_imputation_summary",
+        training_summary="paired_training_summary",
+        fixed_prefix="paired.processing",
+    )
+)
+
+
+def training_family(section: str) -> Family | None:
+    """The family whose training block ``section`` is (also ``<variant>.<block>``)."""
+    # Longest first: `paired.training` also ends with `.training`.
+    for family in sorted(FAMILIES.values(), key=lambda f: -len(f.training_section)):
+        if section == family.training_section or section.endswith(f".{family.training_section}"):
+            return family
+    return None
