@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kedro.pipeline import Pipeline
 
@@ -27,6 +28,7 @@ from omics_vae.pipelines import (
     paired_training,
     training,
 )
+from omics_vae.pipelines.sweep.nodes import paired_scores, single_cell_scores
 from omics_vae.schemas.paired_training import PairedTrainingParams
 from omics_vae.schemas.training import FitParams, TrainingParams
 
@@ -50,6 +52,7 @@ class Family:
         training_schema: The schema of that block.
         prefix: Prefix of the family's catalog names (``paired_model``, ...).
         scores: The evaluation dataset a sweep's comparison reads per variant.
+        score_row: Its model's scores in that dataset, ``{metric: value}``.
         training_summary: The training summary dataset a comparison reads per variant.
         fixed_prefix: Dotted prefix a variant may not override (it would change the
             processing that all variants share).
@@ -64,6 +67,7 @@ class Family:
     checkpoint_dir: str
     training_section: str
     training_schema: type[FitParams]
+    score_row: Callable[[Any], dict[str, float]] = single_cell_scores
     prefix: str = ""
     scores: str = "scib_results"
     training_summary: str = "training_summary"
@@ -126,6 +130,7 @@ PAIRED = register_family(
         training_schema=PairedTrainingParams,
         prefix="paired_",
         scores="paired_imputation_summary",
+        score_row=paired_scores,
         training_summary="paired_training_summary",
         fixed_prefix="paired.processing",
     )

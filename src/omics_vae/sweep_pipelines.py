@@ -19,6 +19,8 @@ from omics_vae.pipelines.sweep.nodes import compare_variants
 from omics_vae.sweeps import Variant, expand_sweeps
 
 COMPARISON_OUTPUTS = ["variant_scores", "sweep_summary", "pairwise_tests", "comparison_figure"]
+# Each variant's model scores, {metric: value}, as its family reads them from its evaluation.
+COMPARED_SCORES = "compared_scores"
 
 
 def create_sweep_pipelines(params: dict[str, Any]) -> dict[str, Pipeline]:
@@ -68,7 +70,7 @@ def _comparison(family: Family, sweep: str, variants: list[Variant]) -> Pipeline
     targets = {"params": "params:sweep_comparison"}
     for variant in variants:
         targets[f"{variant.name}__sweep"] = f"params:{variant.name}.sweep"
-        targets[f"{variant.name}__scores"] = f"{variant.name}.{outputs.scores}"
+        targets[f"{variant.name}__scores"] = f"{variant.name}.{COMPARED_SCORES}"
         targets[f"{variant.name}__training_summary"] = f"{variant.name}.{outputs.training_summary}"
     placeholders = {
         key: f"params:compared__{key}" if target.startswith("params:") else f"compared__{key}"
@@ -82,9 +84,24 @@ def _comparison(family: Family, sweep: str, variants: list[Variant]) -> Pipeline
         tags="comparison",
     )
     mapping = {placeholders[key]: target for key, target in targets.items()}
-    return pipeline(
+    return _score_rows(family, variants) + pipeline(
         [node],
         namespace=sweep,
         inputs={p: t for p, t in mapping.items() if not p.startswith("params:")},
         parameters={p: t for p, t in mapping.items() if p.startswith("params:")},
+    )
+
+
+def _score_rows(family: Family, variants: list[Variant]) -> Pipeline:
+    """Per variant, its model's scores as the family reads them from its evaluation."""
+    node = Node(
+        family.score_row,
+        inputs=family.scores,
+        outputs=COMPARED_SCORES,
+        name="score_row_node",
+        tags="comparison",
+    )
+    return sum(
+        (pipeline([node], namespace=variant.name) for variant in variants),
+        Pipeline([]),
     )

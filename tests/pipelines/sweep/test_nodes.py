@@ -11,6 +11,7 @@ from omics_vae.pipelines.sweep.nodes import (
     collect_variant_scores,
     compare_groups_pairwise,
     compare_variants,
+    single_cell_scores,
     summarise_groups,
 )
 
@@ -42,7 +43,7 @@ def _inputs(totals: dict[str, list[float]]) -> dict:
                 "seed": seed,
                 "overrides": {},
             }
-            inputs[f"{variant}__scores"] = _scib_table(total)
+            inputs[f"{variant}__scores"] = single_cell_scores(_scib_table(total))
             inputs[f"{variant}__training_summary"] = {
                 "model": "invae",
                 "wall_time_s": 10.0 + seed,

@@ -13,9 +13,9 @@ from matplotlib.figure import Figure
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from omics_vae.pipelines.evaluation.nodes import MODEL as SCIB_MODEL_ROLE
-from omics_vae.pipelines.evaluation.nodes import scib_results_to_metrics
-from omics_vae.pipelines.paired_evaluation.nodes import MODEL_METHOD, imputation_metrics
+from omics_vae.evaluation.cells import MODEL as SCIB_MODEL_ROLE
+from omics_vae.evaluation.imputation import MODEL_METHOD, imputation_metrics
+from omics_vae.evaluation.integration import scib_results_to_metrics
 
 # Training facts carried from each variant's summary into the comparison.
 TRAINING_COLUMNS = {
@@ -43,23 +43,20 @@ def paired_scores(imputation_summary: pd.DataFrame) -> dict[str, float]:
     }
 
 
-FAMILY_SCORES = {"single_cell": single_cell_scores, "paired": paired_scores}
-
-
 def collect_variant_scores(**inputs: Any) -> pd.DataFrame:
     """One row per variant: its identity, its model's evaluation scores and training facts.
 
     Args:
         inputs: For each variant ``v``: ``v__sweep`` (its ``sweep`` parameter block),
-            ``v__scores`` (its evaluation table: scib results, or the paired imputation
-            summary) and ``v__training_summary``.
+            ``v__scores`` (its model's scores, ``{metric: value}``: what its family's
+            ``score_row`` makes of its evaluation, e.g. ``single_cell_scores``) and
+            ``v__training_summary``.
     """
     rows = []
     for variant in _variants(inputs):
         block = inputs[f"{variant}__sweep"]
         summary = inputs[f"{variant}__training_summary"]
-        family = block.get("family", "single_cell")
-        scores = FAMILY_SCORES[family](inputs[f"{variant}__scores"])
+        scores = inputs[f"{variant}__scores"]
         rows.append(
             {
                 "sweep": block["name"],
