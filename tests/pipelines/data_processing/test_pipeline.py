@@ -18,11 +18,9 @@ from matplotlib.figure import Figure
 
 from omics_vae.params import InvalidParametersError, validate_section
 from omics_vae.pipelines.data_processing import create_pipeline
-from omics_vae.pipelines.data_processing.nodes import (
-    RECORD_KEY,
-    SPLITS,
-    filter_cells_and_genes,
-)
+from omics_vae.pipelines.data_processing.nodes import filter_cells_and_genes
+from omics_vae.processing.annotations import RECORD_KEY
+from omics_vae.processing.split import SPLITS
 from omics_vae.schemas.data_processing import DataProcessingParams
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]

@@ -12,12 +12,11 @@ import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from omics_vae.data.paired import PairedInputError, platform_view
+from omics_vae.data.paired import PairedInputError
 from omics_vae.data.paired_simulate import simulate_paired_tables
 from omics_vae.families import PAIRED
 from omics_vae.pipelines import paired_embedding, paired_processing, paired_training
-from omics_vae.pipelines.paired_embedding.nodes import embed_paired_samples, to_original_units
-from omics_vae.pipelines.paired_processing.nodes import split_samples
+from omics_vae.pipelines.paired_embedding.nodes import embed_paired_samples
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 CHECKED = (
@@ -128,17 +127,6 @@ def test_the_paired_pipeline_imputes_better_than_the_permuted_control(raw_tables
     assert catalog.load("paired_feature_scatter").axes
 
 
-def test_inverse_transforms_return_the_measured_values_in_original_units(raw_tables, params):
-    catalog = _catalog(raw_tables, params)
-    SequentialRunner().run(paired_processing.create_pipeline(), catalog)
-    model_input = catalog.load("paired_model_input")
-    record = catalog.load("paired_scalers")["platforms"]["b"]
-    units = to_original_units(platform_view(model_input, "b").X, record)
-    np.testing.assert_allclose(
-        units["original"], catalog.load("paired_clean_b"), rtol=1e-4, atol=1e-5
-    )
-
-
 def test_a_scaler_file_of_other_features_is_refused(raw_tables, params):
     catalog = _catalog(raw_tables, params)
     SequentialRunner().run(paired_processing.create_pipeline(), catalog)
@@ -147,13 +135,6 @@ def test_a_scaler_file_of_other_features_is_refused(raw_tables, params):
     with pytest.raises(PairedInputError, match=r"paired_scalers \(platform b\).*'CD999'"):
         embed_paired_samples(catalog.load("paired_model_input"), None, scalers, params["embedding"])
     assert {"paired_model", "paired_scalers"} <= paired_embedding.create_pipeline().inputs()
-
-
-def test_an_empty_validation_split_is_refused(raw_tables, params):
-    params["processing"]["split"].update(train=0.99, val=0.005, test=0.005)
-    frame = raw_tables[0].set_index("sample_id").iloc[:100]
-    with pytest.raises(PairedInputError, match=r"val split.*paired.processing.split.val"):
-        split_samples(frame, params["processing"])
 
 
 def test_the_joint_vae_trains_in_phases_like_the_single_cell_models(raw_tables, params):

@@ -1,23 +1,20 @@
 """Nodes of the paired_processing pipeline: two raw tables -> aligned, cleaned, scaled
-model input, the scalers (plain JSON) and reports of what was dropped."""
+model input, the scalers (plain JSON) and reports of what was dropped.
+
+Each node validates the ``paired.processing`` block and calls its step in the
+Kedro-free ``omics_vae.processing.paired``.
+"""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from omics_vae.data import paired
-from omics_vae.data.paired import ROLES, TRANSFORMED_LAYER, FeatureScaler, PairedInputError
 from omics_vae.params import validate_section
+from omics_vae.processing import paired as steps
 from omics_vae.schemas.paired_processing import PairedProcessingParams
-
-logger = logging.getLogger(__name__)
-
-RAW_ENTRIES = {"a": "platform_a_raw", "b": "platform_b_raw"}
 
 
 def _config(params: dict[str, Any]) -> PairedProcessingParams:
@@ -27,39 +24,13 @@ def _config(params: dict[str, Any]) -> PairedProcessingParams:
 def align_platforms(
     platform_a_raw: pd.DataFrame, platform_b_raw: pd.DataFrame, params: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Read both tables by sample ID and keep the samples measured on both.
-
-    Args:
-        platform_a_raw: Platform A as read from CSV (sample ID first).
-        platform_b_raw: Platform B as read from CSV.
-        params: The ``paired.processing`` block.
-
-    Returns:
-        Both tables on the shared samples (A's order) and the report of dropped samples.
-    """
-    config = _config(params)
-    frames = {
-        role: paired.table_to_frame(
-            raw, RAW_ENTRIES[role], transpose=config.platform(role).transpose
-        )
-        for role, raw in zip(ROLES, (platform_a_raw, platform_b_raw), strict=True)
-    }
-    names = (config.platform_a.name, config.platform_b.name)
-    return paired.align_samples(frames["a"], frames["b"], names)
+    """Both tables on the samples measured on both, and the report of dropped samples."""
+    return steps.align_platforms(platform_a_raw, platform_b_raw, _config(params))
 
 
 def split_samples(aligned_a: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
     """A seeded train/val/test assignment of the aligned samples (``sample_id``, ``split``)."""
-    split = _config(params).split
-    fractions = {"train": split.train, "val": split.val, "test": split.test}
-    labels = paired.assign_split(len(aligned_a), fractions, split.seed)
-    for name in ("train", "val"):
-        if not (labels == name).any():
-            raise PairedInputError(
-                f"The {name} split of {len(aligned_a)} aligned samples is empty; raise "
-                f"paired.processing.split.{name} in conf/base/parameters_paired.yml."
-            )
-    return pd.DataFrame({"sample_id": aligned_a.index, "split": labels})
+    return steps.split_samples(aligned_a, _config(params))
 
 
 def clean_platforms(
@@ -68,30 +39,8 @@ def clean_platforms(
     split: pd.DataFrame,
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Drop mostly-missing features and impute the rest (imputers fitted on train).
-
-    Returns:
-        Both cleaned tables and the dropped features (``platform``, ``feature``,
-        ``missing_fraction``).
-    """
-    config = _config(params)
-    train = (split["split"] == "train").to_numpy()
-    cleaned, dropped_rows = [], []
-    for role, frame in zip(ROLES, (aligned_a, aligned_b), strict=True):
-        platform = config.platform(role)
-        kept, dropped = paired.drop_sparse_features(
-            frame, platform.max_missing_fraction, platform.name
-        )
-        missing = frame[dropped].isna().mean(axis=0)
-        dropped_rows += [
-            {"platform": platform.name, "feature": f, "missing_fraction": float(missing[f])}
-            for f in dropped
-        ]
-        cleaned.append(
-            paired.impute_missing(kept, train, platform.imputation, platform.knn_neighbors)
-        )
-    report = pd.DataFrame(dropped_rows, columns=["platform", "feature", "missing_fraction"])
-    return cleaned[0], cleaned[1], report
+    """Drop mostly-missing features and impute the rest (imputers fitted on train)."""
+    return steps.clean_platforms(aligned_a, aligned_b, split, _config(params))
 
 
 def transform_platforms(
@@ -101,22 +50,7 @@ def transform_platforms(
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Library normalisation, log transform and selection of the most variable features."""
-    config = _config(params)
-    train = (split["split"] == "train").to_numpy()
-    transformed = []
-    for role, frame in zip(ROLES, (clean_a, clean_b), strict=True):
-        platform = config.platform(role)
-        values = paired.normalize_library(frame.to_numpy(), platform.normalize_total)
-        values = paired.log_transform(values, platform.log, platform.log_offset)
-        if not np.isfinite(values).all():
-            raise PairedInputError(
-                f"{platform.name}: the {platform.log} transform gives non-finite values "
-                f"(min value before it {np.nanmin(frame.to_numpy()):g}). Use log2 with a "
-                f"larger paired.processing.platform_{role}.log_offset, or log: none."
-            )
-        keep = paired.top_variable_features(values, train, platform.top_variable_features)
-        transformed.append(pd.DataFrame(values[:, keep], frame.index, frame.columns[keep]))
-    return transformed[0], transformed[1]
+    return steps.transform_platforms(clean_a, clean_b, split, _config(params))
 
 
 def scale_platforms(
@@ -125,50 +59,5 @@ def scale_platforms(
     split: pd.DataFrame,
     params: dict[str, Any],
 ) -> tuple[AnnData, dict[str, Any]]:
-    """Fit per-feature scalers on train, scale every split, assemble the model input.
-
-    Returns:
-        The model input (see ``omics_vae.data.paired``) and the scaler record: per platform
-        its name, library normalisation, log transform and scaler, plain JSON.
-    """
-    config = _config(params)
-    train = (split["split"] == "train").to_numpy()
-    scaled, var_frames, record = [], [], {"platforms": {}}
-    for role, frame in zip(ROLES, (transformed_a, transformed_b), strict=True):
-        platform = config.platform(role)
-        values = frame.to_numpy()
-        scaler = FeatureScaler.fit(values[train], frame.columns, platform.scaler)
-        scaled.append(scaler.transform(values))
-        var_frames.append(
-            pd.DataFrame(
-                {"role": role, "platform": platform.name, "feature": frame.columns},
-                index=[f"{platform.name}:{f}" for f in frame.columns],
-            )
-        )
-        record["platforms"][role] = {
-            "name": platform.name,
-            "normalize_total": platform.normalize_total,
-            "log": platform.log,
-            "log_offset": platform.log_offset,
-            "scaler": scaler.to_dict(),
-        }
-    obs = pd.DataFrame(
-        {"split": pd.Categorical(split["split"].to_numpy())}, index=transformed_a.index
-    )
-    adata = AnnData(
-        X=np.hstack(scaled).astype(np.float32),
-        obs=obs,
-        var=pd.concat(var_frames),
-        layers={TRANSFORMED_LAYER: np.hstack([transformed_a, transformed_b]).astype(np.float32)},
-    )
-    adata.uns["paired_processing"] = {"params": config.model_dump(mode="json")}
-    logger.info(
-        "Paired model input: %d samples (%s), %d %s + %d %s features",
-        adata.n_obs,
-        dict(split["split"].value_counts()),
-        transformed_a.shape[1],
-        config.platform_a.name,
-        transformed_b.shape[1],
-        config.platform_b.name,
-    )
-    return adata, record
+    """Fit per-feature scalers on train, scale every split, assemble the model input."""
+    return steps.scale_platforms(transformed_a, transformed_b, split, _config(params))

@@ -1,0 +1,29 @@
+"""New AnnData objects that share matrices but own their annotations, and the lineage
+record each processing step adds to."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import anndata as ad
+
+RECORD_KEY = "data_processing"
+
+
+def with_own_annotations(adata: ad.AnnData) -> ad.AnnData:
+    """A new AnnData sharing ``adata``'s matrices, with its own obs, var and uns."""
+    return ad.AnnData(
+        X=adata.X,
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        uns=copy.deepcopy(dict(adata.uns)),
+        layers=dict(adata.layers),
+        obsm=dict(adata.obsm),
+        varm=dict(adata.varm),
+    )
+
+
+def lineage_record(adata: ad.AnnData) -> dict[str, Any]:
+    """The lineage record in ``adata.uns``, created when a step runs on outside data."""
+    return adata.uns.setdefault(RECORD_KEY, {})

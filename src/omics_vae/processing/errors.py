@@ -1,0 +1,12 @@
+"""The error of the processing steps and the files its messages send the user to."""
+
+from __future__ import annotations
+
+PARAMETERS_FILE = "conf/base/parameters_data_processing.yml"
+# A user's own settings: git-ignored, merged key by key over conf/base.
+LOCAL_PARAMETERS_FILE = "conf/local/parameters_data_processing.yml"
+LOCAL_CATALOG_FILE = "conf/local/catalog.yml"
+
+
+class DataProcessingError(ValueError):
+    """Raised when the raw data or the QC thresholds cannot give a usable model input."""
