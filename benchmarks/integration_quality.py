@@ -261,9 +261,8 @@ def evaluate(project: Path, model_input_path: Path, runs: list[Run], work: Path)
     import numpy as np
     import yaml
 
+    from omics_vae.evaluation.cells import PCA_KEY, RECORD_KEY
     from omics_vae.pipelines.evaluation.nodes import (
-        PCA_KEY,
-        RECORD_KEY,
         benchmark_integration,
         prepare_evaluation_cells,
     )

@@ -43,9 +43,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from omics_vae.evaluation.imputation import predict_held_out
 from omics_vae.models import BaseVAE
 from omics_vae.models.checkpoints import load_model_file
-from omics_vae.pipelines.paired_evaluation.nodes import predict_held_out
 
 EXPERIMENT_NAME = "omics_vae"
 MODEL_ARTIFACT_DIR = "model"
