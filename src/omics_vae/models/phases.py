@@ -231,6 +231,36 @@ class TrainingPlan:
         return [phase.name for phase in self.phases]
 
 
+def single_phase_plan(
+    parts: Mapping[str, Any],
+    optimizer: OptimizerSpec,
+    max_epochs: int | None,
+    *,
+    patience: int | None,
+    min_delta: float = 0.0,
+    monitor: str = "val/loss",
+) -> TrainingPlan:
+    """The plan of a run without phases: one phase training every part, until ``monitor``
+    stops improving for ``patience`` epochs (or for ``max_epochs`` when ``patience`` is
+    ``None``), with the model's own loss weights (its KL warm-up)."""
+    until = (
+        Until(epochs=max_epochs)
+        if patience is None
+        else Until(
+            metric=monitor, patience=max(patience, 1), min_delta=min_delta, max_epochs=max_epochs
+        )
+    )
+    return TrainingPlan((Phase("train", tuple(parts), optimizer, until),))
+
+
+def keeps_best_epoch(plan: TrainingPlan) -> bool:
+    """Whether training returns the weights of the best epoch rather than the last: for a
+    single phase that ends when its metric stops improving (early stopping). Across
+    phases the loss changes (e.g. beta = 0 while warming up), so one phase's metric is no
+    yardstick for another's, and a plan of several returns its final weights."""
+    return len(plan.phases) == 1 and plan.phases[0].until.kind == "plateau"
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}

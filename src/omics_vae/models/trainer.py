@@ -20,12 +20,7 @@ from typing import Any
 import lightning as L
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import (
-    Callback,
-    EarlyStopping,
-    LearningRateMonitor,
-    ModelCheckpoint,
-)
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -39,7 +34,13 @@ from omics_vae.models.checkpoints import (
     identity_differences,
     read_checkpoint,
 )
-from omics_vae.models.phases import PhaseController, TrainingPlan
+from omics_vae.models.phases import (
+    OptimizerSpec,
+    PhaseController,
+    TrainingPlan,
+    keeps_best_epoch,
+    single_phase_plan,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ class FitSettings:
         deterministic: Ask torch for deterministic kernels.
         accelerator, devices, precision, strategy: Passed to ``lightning.Trainer``.
         gradient_clip_val: Gradient-norm clip; ``None`` disables clipping.
-        early_stopping_patience: Epochs without improvement of ``monitor`` before
-            stopping; ``None`` disables early stopping.
+        early_stopping_patience: Without ``plan``: epochs without improvement of
+            ``monitor`` before the single phase ends; ``None`` trains ``max_epochs``.
         early_stopping_min_delta: Smallest change of ``monitor`` that counts.
         monitor: Metric for early stopping and for choosing the best checkpoint.
         fast_dev_run: Lightning's smoke test (one batch of each loop, nothing saved).
@@ -79,9 +80,10 @@ class FitSettings:
             JSON-able record stored in every checkpoint. A resumed checkpoint must carry
             the same record, so a run never continues another one. ``None`` (plain
             library use) resumes any checkpoint.
-        plan: Phases to train in (``models.phases``); ``None``: one plain phase. With a
-            plan, the phases decide when training ends (``max_epochs`` and early
-            stopping are not used), and the model returned has the final weights.
+        plan: Phases to train in (``models.phases``); ``None``: the one phase of
+            ``default_plan`` (from ``max_epochs`` and ``early_stopping_*``). The phases
+            decide when training ends; a single phase ending on a plateau returns the
+            weights of its best epoch, any other plan its final weights.
         force_plan_change: Resume even when the checkpoint's plan differs from ``plan``.
     """
 
@@ -140,7 +142,7 @@ class EpochHistoryLogger(Logger):
     def __init__(self) -> None:
         super().__init__()
         self.rows: dict[int, dict[str, float]] = {}
-        # Set by HistoryState: some loggers' callers (LearningRateMonitor) pass no epoch.
+        # Set by HistoryState: some loggers' callers pass no epoch.
         self.current_epoch = 0
 
     @property
@@ -242,10 +244,10 @@ def fit(
     L.seed_everything(settings.seed, workers=True, verbose=False)
     run_dir, resume_path = _run_dir_and_resume_path(settings)
     history = EpochHistoryLogger()
-    controller = None
-    if settings.plan is not None:
-        steps_per_epoch = math.ceil(train.n_obs / settings.batch_size)
-        controller = PhaseController(settings.plan, steps_per_epoch, settings.force_plan_change)
+    # One path for every run: a run without phases is a plan of one phase.
+    plan = settings.plan or default_plan(model, settings)
+    steps_per_epoch = math.ceil(train.n_obs / settings.batch_size)
+    controller = PhaseController(plan, steps_per_epoch, settings.force_plan_change)
     trainer = _build_trainer(settings, run_dir, history, controller, callbacks)
     train_loader = InMemoryBatchLoader(
         train, settings.batch_size, shuffle=True, seed=settings.seed, device=_device(trainer)
@@ -260,14 +262,12 @@ def fit(
     trainer.fit(model, train_loader, val_loader, ckpt_path=resume_path, weights_only=True)
     wall_time = time.perf_counter() - started
 
-    if controller is not None:
-        # Phases change the loss (e.g. beta = 0 while warming up), so a val/loss from one
-        # phase is no yardstick for another: the plan's final weights are the result.
-        best_score = _best_score_in_phase(history, settings.monitor, controller.phase_index)
-        best_model = model
-    else:
+    if keeps_best_epoch(plan):
         best_score = _best_score(trainer, history, settings.monitor)
         best_model = _load_best_weights(model, trainer)
+    else:
+        best_score = _best_score_in_phase(history, settings.monitor, controller.phase_index)
+        best_model = model
     return FitResult(
         model=best_model.eval(),
         history=history.to_frame(),
@@ -276,7 +276,25 @@ def fit(
         wall_time_s=wall_time,
         run_dir=run_dir,
         resumed_from=Path(resume_path) if resume_path else None,
-        phases=[] if controller is None else [dict(t) for t in controller.transitions],
+        phases=[dict(t) for t in controller.transitions],
+    )
+
+
+def default_plan(model: BaseVAE, settings: FitSettings) -> TrainingPlan:
+    """The single phase of a run without a plan: every part, the model's own optimiser
+    settings, until ``monitor`` stops improving (``early_stopping_*``) or ``max_epochs``."""
+    hparams = model.hparams
+    optimizer = OptimizerSpec(
+        str(hparams.optimizer).lower(),
+        {"lr": hparams.learning_rate, "weight_decay": hparams.weight_decay},
+    )
+    return single_phase_plan(
+        model.module.named_parts(),
+        optimizer,
+        settings.max_epochs,
+        patience=settings.early_stopping_patience,
+        min_delta=settings.early_stopping_min_delta,
+        monitor=settings.monitor,
     )
 
 
@@ -284,43 +302,28 @@ def _build_trainer(
     settings: FitSettings,
     run_dir: Path,
     history: EpochHistoryLogger,
-    controller: PhaseController | None = None,
+    controller: PhaseController,
     extra_callbacks: Sequence[Callback] = (),
 ) -> L.Trainer:
-    callbacks: list[Callback] = [HistoryState(history, settings.identity)]
-    if controller is not None:
-        # The controller logs `lr` itself: Lightning's monitor cannot follow optimisers
-        # replaced between phases.
-        callbacks.append(controller)
-    else:
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    # The controller runs the phases: optimisers, schedules, freezing, loss weights and
+    # when each phase (early stopping included) ends; it logs `lr` and `phase` itself.
+    callbacks: list[Callback] = [HistoryState(history, settings.identity), controller]
     callbacks.extend(extra_callbacks)
     if not settings.fast_dev_run:
+        best = keeps_best_epoch(controller.plan)
         callbacks.append(
             ModelCheckpoint(
                 dirpath=run_dir,
-                # With phases there is no single yardstick (see fit): keep the newest epoch.
-                filename="{epoch:03d}" if controller else "best-{epoch:03d}",
-                monitor=None if controller else settings.monitor,
+                # Without a single yardstick across phases (see fit), keep the newest epoch.
+                filename="best-{epoch:03d}" if best else "{epoch:03d}",
+                monitor=settings.monitor if best else None,
                 mode="min",
                 save_last=True,
                 save_top_k=1,
             )
         )
-    if settings.early_stopping_patience is not None and controller is None:
-        callbacks.append(
-            EarlyStopping(
-                monitor=settings.monitor,
-                patience=settings.early_stopping_patience,
-                min_delta=settings.early_stopping_min_delta,
-                mode="min",
-            )
-        )
-    max_epochs = settings.max_epochs
-    if controller is not None:
-        max_epochs = controller.plan.max_epochs or -1
     return L.Trainer(
-        max_epochs=max_epochs,
+        max_epochs=controller.plan.max_epochs or -1,
         accelerator=settings.accelerator,
         devices=settings.devices,
         precision=settings.precision,

@@ -20,6 +20,7 @@ from omics_vae.models.phases import (
     Until,
     check_plan,
     format_plan,
+    single_phase_plan,
 )
 from omics_vae.params import StrictModel
 
@@ -298,19 +299,14 @@ def build_plan(config: FitParams, parts: Mapping[str, Any]) -> TrainingPlan | No
 
 
 def plain_plan(config: FitParams, parts: Mapping[str, Any], max_epochs: int | None) -> TrainingPlan:
-    """The single phase training runs without ``phases`` (for printing only)."""
-    patience = config.trainer.early_stopping_patience
-    until = (
-        Until(epochs=max_epochs)
-        if patience is None
-        else Until(
-            metric="val/loss",
-            patience=max(patience, 1),
-            min_delta=config.trainer.early_stopping_min_delta,
-            max_epochs=max_epochs,
-        )
+    """The single phase a run without ``phases`` trains in (``models.phases.single_phase_plan``)."""
+    return single_phase_plan(
+        parts,
+        _base_optimizer(config),
+        max_epochs,
+        patience=config.trainer.early_stopping_patience,
+        min_delta=config.trainer.early_stopping_min_delta,
     )
-    return TrainingPlan((Phase("train", tuple(parts), _base_optimizer(config), until),))
 
 
 def _base_optimizer(config: FitParams) -> OptimizerSpec:

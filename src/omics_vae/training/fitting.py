@@ -58,14 +58,16 @@ def fit_model(
     train, val = tensors.subset("train"), tensors.subset("val")
     del tensors  # the splits are copies; keeping all cells too would double the memory
     settings = _fit_settings(config, train.n_obs)
-    plan = training_plan(config, model, section)
-    table = format_plan(plan or plain_plan(config, model.module.named_parts(), settings.max_epochs))
+    plan = training_plan(config, model, section) or plain_plan(
+        config, model.module.named_parts(), settings.max_epochs
+    )
+    table = format_plan(plan)
     logger.info("Training plan:\n%s", table)
     if config.dry_run:
         print(f"{table}\n{section}.dry_run: the plan above is valid; nothing was trained.")
         raise TrainingDryRun()
     result = fit(model, train, val, replace(settings, plan=plan, identity=identity))
-    history = result.history if plan is None else with_phase_names(result.history, plan)
+    history = with_phase_names(result.history, plan)
     logger.info(
         "Trained %s for %d epochs in %.1f s; best val/loss %.4f",
         config.model,

@@ -79,7 +79,8 @@ PHASE_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860
 
 
 def phase_spans(history: pd.DataFrame) -> list[tuple[str, float, float]]:
-    """``(label, first epoch - 0.5, last epoch + 0.5)`` of each run of equal ``phase``."""
+    """``(label, first epoch - 0.5, last epoch + 0.5)`` of each run of equal ``phase``;
+    none for a run of one phase (nothing to tell apart)."""
     if "phase" not in history or history["phase"].isna().all():
         return []
     labels = history["phase_name"] if "phase_name" in history else history["phase"]
@@ -91,7 +92,7 @@ def phase_spans(history: pd.DataFrame) -> list[tuple[str, float, float]]:
             previous = phase
         else:
             spans[-1] = (spans[-1][0], spans[-1][1], epoch + 0.5)
-    return spans
+    return spans if len(spans) > 1 else []
 
 
 def shade_phases(axis, history: pd.DataFrame) -> None:

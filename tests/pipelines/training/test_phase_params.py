@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from matplotlib.patches import Rectangle
 
 from omics_vae.params import InvalidParametersError, validate_section
@@ -119,13 +121,30 @@ def test_phases_train_through_the_node_and_reach_summary_history_metrics_and_fig
     assert {t.get_text() for t in figure.axes[0].texts} == {"warmup", "full", "decoder"}
 
 
-def test_without_phases_the_summary_has_none_and_the_figure_no_shading(
-    model_input, training_params
-):
-    training_params["trainer"]["num_threads"] = 1
-    _, history, summary = train_model(model_input, training_params)
-    assert summary["phases"] == []
-    assert "phase" not in history
+def test_a_run_without_phases_is_one_phase_and_equals_it_written_out(model_input, training_params):
+    training_params["trainer"].update(num_threads=1, max_epochs=6, early_stopping_patience=2)
+    plain, history, summary = train_model(model_input, training_params)
+    one_phase = {
+        **training_params,
+        "phases": [
+            {
+                "name": "train",
+                "trainable": "all",
+                "until": {"plateau": {"metric": "val/loss", "patience": 2}, "max_epochs": 6},
+            }
+        ],
+    }
+    written_out, written_history, written_summary = train_model(model_input, one_phase)
+
+    for (name, a), b in zip(
+        plain.state_dict().items(), written_out.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    pd.testing.assert_frame_equal(history, written_history)
+    assert summary["phases"] == written_summary["phases"]
+    assert [phase["phase"] for phase in summary["phases"]] == ["train"]
+    assert set(history["phase_name"]) == {"train"}
+    # One phase: nothing to tell apart in the loss curves.
     assert not plot_loss_curves(history).axes[0].patches
 
 
