@@ -99,6 +99,26 @@ def write_yaml(path: Path, content: dict) -> None:
     path.write_text(yaml.safe_dump(content, sort_keys=False))
 
 
+def use_small_simulated_counts(project: Path, processing: dict) -> None:
+    """Point a project copy's raw data at 600 simulated cells x 300 genes (2 batches, 3
+    cell types), with ``processing`` as its data_processing settings."""
+    local = project / "conf" / "local"
+    write_yaml(
+        local / "catalog.yml",
+        {
+            "raw_counts": {
+                "type": "omics_vae.datasets.SimulatedCountsDataset",
+                "n_cells": 600,
+                "n_genes": 300,
+                "n_batches": 2,
+                "n_cell_types": 3,
+                "seed": 0,
+            }
+        },
+    )
+    write_yaml(local / "parameters_data_processing.yml", {"data_processing": processing})
+
+
 def use_pbmc_3chem(project: Path, pbmc_path: Path) -> None:
     """Point a project copy's raw data at pbmc_3chem with configuration only, as the
     README says."""

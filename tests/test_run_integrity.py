@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import run_kedro, write_yaml
+from tests.conftest import run_kedro, use_small_simulated_counts
 from tests.short_run import short_run_project
 
 pytestmark = pytest.mark.e2e
@@ -49,24 +49,8 @@ def test_a_dry_run_prints_the_plan_and_leaves_data_and_the_store_unchanged(
 def test_a_failed_processing_run_leaves_the_previous_complete_set_as_latest(
     project_copy, kedro_cli
 ):
+    use_small_simulated_counts(project_copy, {"hvg": {"n_top_genes": 200}})
     local = project_copy / "conf" / "local"
-    write_yaml(
-        local / "catalog.yml",
-        {
-            "raw_counts": {
-                "type": "omics_vae.datasets.SimulatedCountsDataset",
-                "n_cells": 600,
-                "n_genes": 300,
-                "n_batches": 2,
-                "n_cell_types": 3,
-                "seed": 0,
-            }
-        },
-    )
-    write_yaml(
-        local / "parameters_data_processing.yml",
-        {"data_processing": {"hvg": {"n_top_genes": 200}}},
-    )
     kedro_cli("run", "--pipelines", "data_processing")
     reports = project_copy / "data" / "08_reporting"
     first = sorted((reports / "qc_summary.csv").glob("*/qc_summary.csv"))

@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import use_pbmc_3chem, write_yaml
+from tests.conftest import use_pbmc_3chem, use_small_simulated_counts, write_yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -120,27 +120,11 @@ def test_a_sweep_on_pbmc_tracks_each_variant_compares_them_and_never_trains_twic
 def test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_results(
     project_copy, kedro_cli
 ):
-    local = project_copy / "conf" / "local"
-    write_yaml(
-        local / "catalog.yml",
+    use_small_simulated_counts(
+        project_copy,
         {
-            "raw_counts": {
-                "type": "omics_vae.datasets.SimulatedCountsDataset",
-                "n_cells": 600,
-                "n_genes": 300,
-                "n_batches": 2,
-                "n_cell_types": 3,
-                "seed": 0,
-            }
-        },
-    )
-    write_yaml(
-        local / "parameters_data_processing.yml",
-        {
-            "data_processing": {
-                "hvg": {"n_top_genes": 200},
-                "qc": {"min_genes_per_cell": 20, "min_counts_per_cell": 50},
-            }
+            "hvg": {"n_top_genes": 200},
+            "qc": {"min_genes_per_cell": 20, "min_counts_per_cell": 50},
         },
     )
     _sweep(project_copy, "tiny", {"grid": {"training.hyperparameters.invae.n_latent_bio": [4, 8]}})
