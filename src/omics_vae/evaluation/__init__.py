@@ -13,4 +13,7 @@ Single-cell embeddings, all on ``evaluation_cells`` (``cells``: its layout and k
 
 Paired platforms: ``imputation`` (held-out predictions of the joint VAE and baselines,
 their scores and metrics) and ``imputation_figures``.
+
+Sweeps: ``comparison`` (each variant's scores, mean and spread over seeds per group,
+seed-paired tests between groups, the figure).
 """

@@ -1,4 +1,5 @@
-"""The sweep comparison: scores per variant, summary over seeds, seed-paired tests."""
+"""The sweep comparison: scores per variant, summary over seeds, seed-paired tests (the
+library, and the node that calls it)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from omics_vae.pipelines.sweep.nodes import (
+from omics_vae.evaluation.comparison import (
     collect_variant_scores,
     compare_groups_pairwise,
-    compare_variants,
     single_cell_scores,
     summarise_groups,
 )
+from omics_vae.pipelines.sweep.nodes import compare_variants
 
 PARAMS = {
     "metrics": ["scib/total", "training/best_val_loss"],
