@@ -14,7 +14,12 @@ from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.params import validate_section
 from omics_vae.pipelines.training.nodes import train_or_reuse_model
 from omics_vae.schemas.training import TrainingParams
-from omics_vae.store.reuse import FINGERPRINT_TAG, SINGLE_CELL_ARTIFACTS, find_trained_model
+from omics_vae.store.reuse import (
+    FINGERPRINT_TAG,
+    SINGLE_CELL_ARTIFACTS,
+    ModelStore,
+    find_trained_model,
+)
 from omics_vae.training.identity import fingerprint_of
 from omics_vae.training.single_cell import checked_identity
 
@@ -114,23 +119,32 @@ def _log_like_the_pipeline(client, model, history, summary, tmp_path) -> str:
 def test_a_finished_identical_model_is_reused_and_force_retrain_trains_again(
     model_input, training_params, tracking, tmp_path
 ):
-    model, history, summary = train_or_reuse_model(model_input, training_params)
+    model, history, summary = train_or_reuse_model(
+        model_input, training_params, model_store=ModelStore()
+    )
     assert summary["reused_from_run"] is None
     fingerprint = summary[FINGERPRINT_TAG]
     assert find_trained_model(fingerprint, SINGLE_CELL_ARTIFACTS) is None
     run_id = _log_like_the_pipeline(tracking, model, history, summary, tmp_path)
 
-    reused, reused_history, reused_summary = train_or_reuse_model(model_input, training_params)
+    reused, reused_history, reused_summary = train_or_reuse_model(
+        model_input, training_params, model_store=ModelStore()
+    )
     assert reused_summary["reused_from_run"] == run_id
     assert reused_summary["epochs"] == summary["epochs"]
     assert list(reused_history["epoch"]) == list(history["epoch"])
     for name, weights in model.state_dict().items():
         torch.testing.assert_close(reused.state_dict()[name], weights)
 
-    _, _, retrained = train_or_reuse_model(model_input, training_params, force_retrain=True)
+    _, _, retrained = train_or_reuse_model(
+        model_input, training_params, force_retrain=True, model_store=ModelStore()
+    )
     assert retrained["reused_from_run"] is None
+    # Without a store (a notebook, a test, a node called outside `kedro run`) it trains.
+    _, _, storeless = train_or_reuse_model(model_input, training_params)
+    assert storeless["reused_from_run"] is None
     other_seed = {**training_params, "seed": 3}
-    _, _, other = train_or_reuse_model(model_input, other_seed)
+    _, _, other = train_or_reuse_model(model_input, other_seed, model_store=ModelStore())
     assert other["reused_from_run"] is None
 
 
@@ -144,7 +158,9 @@ def test_a_tagged_run_without_its_files_is_not_reused(model_input, training_para
 def test_an_unreadable_stored_model_falls_back_to_training_and_says_so(
     model_input, training_params, tracking, tmp_path, caplog
 ):
-    model, history, summary = train_or_reuse_model(model_input, training_params)
+    model, history, summary = train_or_reuse_model(
+        model_input, training_params, model_store=ModelStore()
+    )
     run_id = _log_like_the_pipeline(tracking, model, history, summary, tmp_path)
     # The stored checkpoint is cut short, as a full disk or an interrupted upload leaves it.
     stored = Path(tracking.download_artifacts(run_id, "model/model.ckpt", str(tmp_path / "dl")))
@@ -152,7 +168,9 @@ def test_an_unreadable_stored_model_falls_back_to_training_and_says_so(
     tracking.log_artifact(run_id, str(stored), "model")
 
     with caplog.at_level(logging.WARNING):
-        _, _, retrained = train_or_reuse_model(model_input, training_params)
+        _, _, retrained = train_or_reuse_model(
+            model_input, training_params, model_store=ModelStore()
+        )
 
     assert retrained["reused_from_run"] is None
     assert retrained["epochs"] == summary["epochs"]

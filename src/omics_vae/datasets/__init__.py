@@ -5,6 +5,7 @@ from omics_vae.datasets.lightning_checkpoint_dataset import LightningCheckpointD
 from omics_vae.datasets.registered_model_dataset import RegisteredModelDataset
 from omics_vae.datasets.simulated_counts_dataset import SimulatedCountsDataset
 from omics_vae.datasets.simulated_paired_dataset import SimulatedPairedDataset
+from omics_vae.datasets.trained_model_store_dataset import TrainedModelStoreDataset
 
 __all__ = [
     "H5ADDataset",
@@ -12,4 +13,5 @@ __all__ = [
     "RegisteredModelDataset",
     "SimulatedCountsDataset",
     "SimulatedPairedDataset",
+    "TrainedModelStoreDataset",
 ]

@@ -51,24 +51,45 @@ PAIRED_ARTIFACTS = TrainingArtifacts(
 )
 
 
+@dataclass(frozen=True)
+class ModelStore:
+    """An MLflow store searched for finished models by training fingerprint.
+
+    Attributes:
+        tracking_uri: The store; ``None``: MLflow's current tracking URI.
+    """
+
+    tracking_uri: str | None = None
+
+    def client(self) -> mlflow.MlflowClient:
+        return mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+
+
 def retrieve_or_train(
     train: Callable[[], Trained],
     *,
     fingerprint: str,
     artifacts: TrainingArtifacts,
+    store: ModelStore | None,
     force_retrain: bool = False,
 ) -> Trained:
-    """Reuse the finished model of the newest MLflow run tagged with ``fingerprint``, or
-    call ``train``. Only inside an active MLflow run (as ``kedro run`` starts one).
+    """Reuse the finished model of the newest run in ``store`` tagged with
+    ``fingerprint``, or call ``train``.
+
+    Args:
+        train: Trains the model when none is reused.
+        fingerprint: The training fingerprint (``training.identity.fingerprint_of``).
+        artifacts: Where a training run's files are in the store.
+        store: The store to search; ``None`` (a node called outside ``kedro run``, in a
+            notebook or a test): always train.
+        force_retrain: Train even when an identical model exists.
 
     Returns:
         Model, per-epoch history and training summary; the summary carries
         ``training_fingerprint`` and ``reused_from_run`` (``None`` when trained here).
     """
-    # Only tracked runs look: a node called outside `kedro run` (a notebook, a test) has
-    # no store of its own to search.
-    if not force_retrain and mlflow.active_run() is not None:
-        found = find_trained_model(fingerprint, artifacts)
+    if not force_retrain and store is not None:
+        found = find_trained_model(fingerprint, artifacts, store)
         if found is not None:
             logger.info(
                 "Reusing the %s model of MLflow run %s: same data and training parameters "
@@ -92,9 +113,12 @@ class TrainedModel:
     summary: dict[str, Any]
 
 
-def find_trained_model(fingerprint: str, artifacts: TrainingArtifacts) -> TrainedModel | None:
-    """The newest MLflow run tagged with ``fingerprint`` that logged a complete model."""
-    client = mlflow.MlflowClient()
+def find_trained_model(
+    fingerprint: str, artifacts: TrainingArtifacts, store: ModelStore | None = None
+) -> TrainedModel | None:
+    """The newest run of ``store`` (default: the current tracking URI) tagged with
+    ``fingerprint`` that logged a model that can be read."""
+    client = (store or ModelStore()).client()
     try:
         experiments = [experiment.experiment_id for experiment in client.search_experiments()]
         runs = client.search_runs(

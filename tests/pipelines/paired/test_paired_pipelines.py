@@ -78,6 +78,7 @@ def _catalog(raw_tables, params) -> DataCatalog:
     for stage, block in params.items():
         catalog[f"params:paired.{stage}"] = block
     catalog["params:force_retrain"] = False
+    catalog["trained_models"] = MemoryDataset(None)  # no store: always train
     return catalog
 
 

@@ -10,14 +10,17 @@ from anndata import AnnData
 
 from omics_vae.data.fingerprint import fingerprint_anndata
 from omics_vae.models import BaseVAE
-from omics_vae.store.reuse import PAIRED_ARTIFACTS, retrieve_or_train
+from omics_vae.store.reuse import PAIRED_ARTIFACTS, ModelStore, retrieve_or_train
 from omics_vae.training.identity import training_fingerprint
 from omics_vae.training.paired import paired_config, train_joint_model
 from omics_vae.training.reports import model_card
 
 
 def train_or_reuse_joint_model(
-    paired_model_input: AnnData, params: dict[str, Any], force_retrain: bool = False
+    paired_model_input: AnnData,
+    params: dict[str, Any],
+    force_retrain: bool = False,
+    model_store: ModelStore | None = None,
 ) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
     """The paired training node: reuse an identical finished model found in MLflow by its
     training fingerprint, or train one."""
@@ -27,6 +30,7 @@ def train_or_reuse_joint_model(
         lambda: train_joint_model(paired_model_input, params, data_fingerprint),
         fingerprint=training_fingerprint(paired_model_input, data_fingerprint, config),
         artifacts=PAIRED_ARTIFACTS,
+        store=model_store,
         # A dry run only prints the plan: it neither reuses nor trains a model.
         force_retrain=force_retrain or config.dry_run,
     )

@@ -14,7 +14,12 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 train_or_reuse_joint_model,
-                inputs=["paired_model_input", "params:paired.training", "params:force_retrain"],
+                inputs=[
+                    "paired_model_input",
+                    "params:paired.training",
+                    "params:force_retrain",
+                    "trained_models",
+                ],
                 outputs=["paired_model", "paired_training_history", "paired_training_summary"],
                 name="train_joint_model_node",
             ),

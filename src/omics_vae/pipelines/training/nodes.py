@@ -15,7 +15,7 @@ from anndata import AnnData
 from omics_vae.models import BaseVAE
 from omics_vae.params import validate_section
 from omics_vae.schemas.training import TrainingParams
-from omics_vae.store.reuse import SINGLE_CELL_ARTIFACTS, retrieve_or_train
+from omics_vae.store.reuse import SINGLE_CELL_ARTIFACTS, ModelStore, retrieve_or_train
 from omics_vae.training.identity import fingerprint_of
 from omics_vae.training.reports import history_to_metrics, model_card, plot_loss_curves
 from omics_vae.training.single_cell import checked_identity, train_model
@@ -30,7 +30,10 @@ __all__ = [
 
 
 def train_or_reuse_model(
-    model_input: AnnData, params: dict[str, Any], force_retrain: bool = False
+    model_input: AnnData,
+    params: dict[str, Any],
+    force_retrain: bool = False,
+    model_store: ModelStore | None = None,
 ) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
     """The training node: reuse a finished model trained on the same data with the same
     parameters (found in MLflow by its training fingerprint), or train one.
@@ -39,6 +42,8 @@ def train_or_reuse_model(
         model_input: Processed cells (see :func:`train_model`).
         params: The ``training`` parameter block.
         force_retrain: Train even when an identical model exists.
+        model_store: The MLflow store searched for an identical model (the catalog's
+            ``trained_models``); ``None``: train.
     """
     config = validate_section("training", TrainingParams, params)
     identity = checked_identity(model_input, config)
@@ -46,6 +51,7 @@ def train_or_reuse_model(
         lambda: train_model(model_input, params, identity["data"]),
         fingerprint=fingerprint_of(identity),
         artifacts=SINGLE_CELL_ARTIFACTS,
+        store=model_store,
         # A dry run only prints the plan: it neither reuses nor trains a model.
         force_retrain=force_retrain or config.dry_run,
     )

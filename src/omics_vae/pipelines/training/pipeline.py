@@ -16,7 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 train_or_reuse_model,
-                inputs=["model_input", "params:training", "params:force_retrain"],
+                inputs=["model_input", "params:training", "params:force_retrain", "trained_models"],
                 outputs=["model", "training_history", "training_summary"],
                 name="train_model_node",
             ),
