@@ -94,3 +94,16 @@ def test_a_family_declared_in_the_tests_runs_end_to_end_and_as_a_sweep(toy_proje
     assert len(children) == 4
     assert {run.info.status for run in children} == {"FINISHED"}
     assert {run.data.params["toy.training.n_components"] for run in children} == {"2", "4"}
+
+    # Re-running the whole sweep: every variant is done, so none is tracked or saved
+    # again; the comparison is made anew from the results recomputed in memory.
+    _run(toy_project, "sweep_toy_size")
+    assert len(client.search_runs([experiment], "tags.sweep = 'toy_size'")) == 4
+    rerun = client.search_runs([experiment], "tags.`sweep.variants` = '4'")[0]
+    reused = {key for key in rerun.data.tags if key.startswith("sweep.reused.")}
+    assert reused == {f"sweep.reused.{variant}" for variant in scores["variant"]}
+    versions = sorted(reports.glob("variant_scores.csv/*/variant_scores.csv"))
+    assert len(versions) == 2
+    again = pd.read_csv(versions[-1])
+    toy_scores = ["variant", "toy/explained_variance", "toy/reconstruction_error"]
+    pd.testing.assert_frame_equal(again[toy_scores], scores[toy_scores])
