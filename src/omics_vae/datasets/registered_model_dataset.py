@@ -17,7 +17,7 @@ class RegisteredModelDataset(AbstractDataset[None, Any]):
     Read-only: models enter the store through training runs and
     ``omics_vae.runs.register_model``. Loading goes through
     ``omics_vae.runs.load_model_and_card`` (the one place that reads the registry): the
-    checkpoint is loaded with ``LightningCheckpointDataset`` (tensors only, never pickled
+    checkpoint is read with ``models.checkpoints.load_model_file`` (tensors only, never pickled
     code). The store is the session's MLflow tracking URI (kedro-mlflow sets it from
     ``conf/<env>/mlflow.yml``) unless ``tracking_uri`` is given. The card gains
     ``model_uri``, so what is made with the model can name where it came from.

@@ -13,12 +13,11 @@ from anndata import AnnData
 
 from omics_vae.data.fingerprint import environment_versions, fingerprint_anndata
 from omics_vae.models import BaseVAE, get_model_class
+from omics_vae.processing.annotations import COUNTS_LAYER
 from omics_vae.schemas.embedding import EmbeddingParams
 from omics_vae.schemas.training import TrainingParams, hyperparameter_schema
 
 logger = logging.getLogger(__name__)
-
-COUNTS_LAYER = "counts"
 
 
 class EmbeddingInputError(ValueError):

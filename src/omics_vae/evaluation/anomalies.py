@@ -17,12 +17,12 @@ from statsmodels.nonparametric.smoothers_lowess import lowess
 from omics_vae.evaluation.cells import (
     BATCH,
     CELL_TYPE,
-    COUNTS_LAYER,
     LIBRARY_SIZE,
     RECONSTRUCTION_ERROR,
     RECORD_KEY,
     cell_labels,
 )
+from omics_vae.processing.annotations import COUNTS_LAYER
 from omics_vae.schemas.evaluation import AnomalyParams
 
 logger = logging.getLogger(__name__)

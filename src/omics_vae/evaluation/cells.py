@@ -20,7 +20,6 @@ RECORD_KEY = "evaluation"
 SUBSAMPLE_COLUMN = "in_subsample"
 RECONSTRUCTION_ERROR = "reconstruction_error"
 LIBRARY_SIZE = "library_size"  # counts of the modelled genes, from model_input
-COUNTS_LAYER = "counts"
 MODEL, BASELINE = "model", "baseline"
 PCA_KEY, HARMONY_KEY = "X_pca", "X_harmony"
 BATCH, CELL_TYPE = "batch", "cell_type"

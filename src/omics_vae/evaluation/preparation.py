@@ -12,7 +12,6 @@ from anndata import AnnData
 
 from omics_vae.evaluation.baselines import baseline_embeddings
 from omics_vae.evaluation.cells import (
-    COUNTS_LAYER,
     LIBRARY_SIZE,
     PARAMETERS_FILE,
     PCA_KEY,
@@ -20,6 +19,7 @@ from omics_vae.evaluation.cells import (
     SUBSAMPLE_COLUMN,
     EvaluationInputError,
 )
+from omics_vae.processing.annotations import COUNTS_LAYER
 from omics_vae.schemas.evaluation import EvaluationParams
 
 logger = logging.getLogger(__name__)

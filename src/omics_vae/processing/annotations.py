@@ -9,6 +9,8 @@ from typing import Any
 import anndata as ad
 
 RECORD_KEY = "data_processing"
+# The layer of the processed data that keeps the raw counts (the models read it).
+COUNTS_LAYER = "counts"
 
 
 def with_own_annotations(adata: ad.AnnData) -> ad.AnnData:

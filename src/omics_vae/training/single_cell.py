@@ -12,13 +12,13 @@ from anndata import AnnData
 from omics_vae.data.fingerprint import fingerprint_anndata
 from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.params import validate_section
+from omics_vae.processing.annotations import COUNTS_LAYER
 from omics_vae.schemas.training import TrainingParams
 from omics_vae.training.fitting import TrainingInputError, fit_model
 from omics_vae.training.identity import training_identity
 
 logger = logging.getLogger(__name__)
 
-COUNTS_LAYER = "counts"
 
 PARAMETERS_FILE = "conf/base/parameters_training.yml"
 
