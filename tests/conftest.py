@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
+from omics_vae.context import parameter_schemas
 from omics_vae.data.simulate import simulate_counts
+from omics_vae.params import validate_section
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -170,3 +172,17 @@ def training_params(tmp_path: Path) -> dict[str, Any]:
         hyperparameters.update(n_hidden=16)
     params["checkpoint_dir"] = str(tmp_path / "checkpoints")
     return params
+
+
+def validated_block(section: str, values: Any) -> Any:
+    """A parameter block as the project's context gives it to nodes: its validated object.
+
+    Args:
+        section: The block's dotted key, e.g. ``training`` or ``paired.processing``.
+        values: The block as written in YAML.
+    """
+    top, *path = section.split(".")
+    schema = parameter_schemas()[top]
+    for part in path:
+        schema = schema.model_fields[part].annotation
+    return validate_section(section, schema, values)

@@ -16,7 +16,7 @@ from omics_vae.data.simulate import simulate_counts
 from omics_vae.datasets import H5ADDataset, LightningCheckpointDataset
 from omics_vae.pipelines.training.nodes import make_model_card
 from omics_vae.training.single_cell import train_model
-from tests.conftest import _copy_project, write_yaml
+from tests.conftest import _copy_project, validated_block, write_yaml
 from tests.short_run import kedro, short_run_project
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def train_tiny(model_input, model: str, checkpoint_dir: Path, **hyperparameters:
     params["hyperparameters"][model].update(n_hidden=8, **hyperparameters)
     params["checkpoint_dir"] = str(checkpoint_dir)
     trained, history, summary = train_model(model_input, params)
-    return trained, make_model_card(summary, params, history)
+    return trained, make_model_card(summary, validated_block("training", params), history)
 
 
 def log_training_run(

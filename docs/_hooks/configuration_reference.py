@@ -1,6 +1,6 @@
 """MkDocs hook: the configuration reference, generated from the parameter schemas.
 
-Every build renders ``reference/configuration.md`` from ``omics_vae.hooks.PARAMETER_SCHEMAS``
+Every build renders ``reference/configuration.md`` from ``omics_vae.context.parameter_schemas()``
 (the pydantic models that validate ``conf/<env>/parameters_*.yml`` on load) and from each
 registered model's hyperparameter schema, so the page cannot drift from the code.
 """
@@ -16,7 +16,7 @@ from mkdocs.structure.files import File
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from omics_vae.hooks import PARAMETER_SCHEMAS
+from omics_vae.context import parameter_schemas
 from omics_vae.models import MODEL_REGISTRY
 from omics_vae.schemas.training import hyperparameter_schema
 
@@ -38,7 +38,7 @@ def on_files(files, config):
 
 def configuration_reference() -> str:
     sections = [INTRODUCTION]
-    for key, schema in PARAMETER_SCHEMAS.items():
+    for key, schema in parameter_schemas().items():
         sections.append(f"## `{key}`\n\n{_doc(schema)}")
         sections.extend(_tables(schema, key))
         if key == "training":

@@ -14,12 +14,14 @@ import mlflow
 import torch
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, MemoryDataset, SharedMemoryDataset
+from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
 from kedro_mlflow.framework.hooks.utils import _flatten_dict
 from mlflow.entities import RunStatus
+from pydantic import BaseModel
 
 from omics_vae.datasets import RegisteredModelDataset
 from omics_vae.families import FAMILIES, training_family
-from omics_vae.params import InvalidParametersError, validate_parameters, validate_section
+from omics_vae.params import InvalidParametersError
 from omics_vae.run_records import (
     SET_ASIDE_SUFFIX,
     close_runs_of_ended_processes,
@@ -28,7 +30,6 @@ from omics_vae.run_records import (
     set_aside,
     variant_fingerprint,
 )
-from omics_vae.schemas import PARAMETER_SCHEMAS
 from omics_vae.schemas.training import plan_table
 from omics_vae.sweeps import use_config_loader
 from omics_vae.training.fitting import TrainingDryRun
@@ -40,11 +41,31 @@ VARIANT_STAGES_TAG = "sweep.variant_stages"
 
 
 class ParameterValidationHooks:
-    """Checks every parameter block against its schema before any node runs."""
+    """Validates every parameter block (``ProjectContext.params``) as soon as the context
+    exists, so a typo fails in the first second, before any pipeline is loaded."""
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        validate_parameters(context.params, PARAMETER_SCHEMAS)
+        context.params  # noqa: B018 - the property validates, once, and keeps the result
+
+
+class ParameterLoggingMlflowHook(MlflowHook):
+    """kedro-mlflow's hook, logging a node's validated parameter objects under the same
+    dotted keys as the dictionaries they were read from (kedro-mlflow flattens only
+    dictionaries). It replaces the plugin's own instance (``DISABLE_HOOKS_FOR_PLUGINS``)."""
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool) -> None:
+        super().before_node_run(node, catalog, loggable(inputs), is_async)
+
+
+def loggable(value: Any) -> Any:
+    """``value`` with every pydantic object inside it turned into its dictionary."""
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, dict):
+        return {key: loggable(item) for key, item in value.items()}
+    return value
 
 
 class DryRunHooks:
@@ -57,9 +78,8 @@ class DryRunHooks:
         tables = {}
         for section in sorted(_training_sections(pipeline)):
             block = catalog.load(f"params:{section}")
-            if isinstance(block, dict) and block.get("dry_run"):
-                schema = training_family(section).training_schema
-                tables[section] = plan_table(validate_section(section, schema, block), section)
+            if block.dry_run:
+                tables[section] = plan_table(block, section)
         if not tables:
             return
         for section, table in tables.items():
@@ -438,7 +458,7 @@ class SweepRunHooks:
         ]
         if len(summaries) != 1:
             return None
-        block = {k: v for k, v in self._blocks[variant].items() if k != "sweep"}
+        block = {k: loggable(v) for k, v in self._blocks[variant].items() if k != "sweep"}
         return variant_fingerprint(summaries[0]["training_fingerprint"], block)
 
     def _finished_run_with(self, variant: str, fingerprint: str | None) -> str | None:
@@ -520,7 +540,7 @@ def _create_child_run(client, parent, variant: str, block: dict[str, Any], catal
         },
     )
     # The keys a plain run logs for its parameter blocks, so Compare lines them up.
-    sections = {key: value for key, value in block.items() if key != "sweep"}
+    sections = {key: loggable(value) for key, value in block.items() if key != "sweep"}
     params = _flatten_dict(sections, recursive=True, sep=".")
     if "params:force_retrain" in catalog:
         params["force_retrain"] = catalog.load("params:force_retrain")

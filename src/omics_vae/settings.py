@@ -1,9 +1,11 @@
 """Project settings. https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
 
+from omics_vae.context import ProjectContext
 from omics_vae.hooks import (
     DryRunHooks,
     MlflowLineageHooks,
     ParallelRunnerHooks,
+    ParameterLoggingMlflowHook,
     ParameterValidationHooks,
     RegisteredModelHooks,
     RunIntegrityHooks,
@@ -22,7 +24,14 @@ HOOKS = (
     SweepRunHooks(),
     MlflowLineageHooks(),
     RegisteredModelHooks(),
+    ParameterLoggingMlflowHook(),
 )
+# kedro-mlflow's hook is registered above, as ParameterLoggingMlflowHook, which logs the
+# validated parameter objects nodes receive under their usual keys.
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow",)
+
+# Every parameter block validated once, when the context is created (omics_vae.context).
+CONTEXT_CLASS = ProjectContext
 
 # OmegaConfigLoader that also adds each sweep variant's parameter blocks (omics_vae.sweeps).
 CONFIG_LOADER_CLASS = SweepConfigLoader

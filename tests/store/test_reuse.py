@@ -22,6 +22,7 @@ from omics_vae.store.reuse import (
 )
 from omics_vae.training.identity import fingerprint_of
 from omics_vae.training.single_cell import checked_identity
+from tests.conftest import validated_block
 
 
 @pytest.fixture
@@ -119,16 +120,15 @@ def _log_like_the_pipeline(client, model, history, summary, tmp_path) -> str:
 def test_a_finished_identical_model_is_reused_and_force_retrain_trains_again(
     model_input, training_params, tracking, tmp_path
 ):
-    model, history, summary = train_or_reuse_model(
-        model_input, training_params, model_store=ModelStore()
-    )
+    params = validated_block("training", training_params)
+    model, history, summary = train_or_reuse_model(model_input, params, model_store=ModelStore())
     assert summary["reused_from_run"] is None
     fingerprint = summary[FINGERPRINT_TAG]
     assert find_trained_model(fingerprint, SINGLE_CELL_ARTIFACTS) is None
     run_id = _log_like_the_pipeline(tracking, model, history, summary, tmp_path)
 
     reused, reused_history, reused_summary = train_or_reuse_model(
-        model_input, training_params, model_store=ModelStore()
+        model_input, validated_block("training", training_params), model_store=ModelStore()
     )
     assert reused_summary["reused_from_run"] == run_id
     assert reused_summary["epochs"] == summary["epochs"]
@@ -137,14 +137,21 @@ def test_a_finished_identical_model_is_reused_and_force_retrain_trains_again(
         torch.testing.assert_close(reused.state_dict()[name], weights)
 
     _, _, retrained = train_or_reuse_model(
-        model_input, training_params, force_retrain=True, model_store=ModelStore()
+        model_input,
+        validated_block("training", training_params),
+        force_retrain=True,
+        model_store=ModelStore(),
     )
     assert retrained["reused_from_run"] is None
     # Without a store (a notebook, a test, a node called outside `kedro run`) it trains.
-    _, _, storeless = train_or_reuse_model(model_input, training_params)
+    _, _, storeless = train_or_reuse_model(
+        model_input, validated_block("training", training_params)
+    )
     assert storeless["reused_from_run"] is None
     other_seed = {**training_params, "seed": 3}
-    _, _, other = train_or_reuse_model(model_input, other_seed, model_store=ModelStore())
+    _, _, other = train_or_reuse_model(
+        model_input, validated_block("training", other_seed), model_store=ModelStore()
+    )
     assert other["reused_from_run"] is None
 
 
@@ -159,7 +166,7 @@ def test_an_unreadable_stored_model_falls_back_to_training_and_says_so(
     model_input, training_params, tracking, tmp_path, caplog
 ):
     model, history, summary = train_or_reuse_model(
-        model_input, training_params, model_store=ModelStore()
+        model_input, validated_block("training", training_params), model_store=ModelStore()
     )
     run_id = _log_like_the_pipeline(tracking, model, history, summary, tmp_path)
     # The stored checkpoint is cut short, as a full disk or an interrupted upload leaves it.
@@ -169,7 +176,7 @@ def test_an_unreadable_stored_model_falls_back_to_training_and_says_so(
 
     with caplog.at_level(logging.WARNING):
         _, _, retrained = train_or_reuse_model(
-            model_input, training_params, model_store=ModelStore()
+            model_input, validated_block("training", training_params), model_store=ModelStore()
         )
 
     assert retrained["reused_from_run"] is None

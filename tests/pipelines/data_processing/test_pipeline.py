@@ -22,6 +22,7 @@ from omics_vae.pipelines.data_processing.nodes import filter_cells_and_genes
 from omics_vae.processing.annotations import RECORD_KEY
 from omics_vae.processing.split import SPLITS
 from omics_vae.schemas.data_processing import DataProcessingParams
+from tests.conftest import validated_block
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SUCCESS = "Pipeline execution completed successfully"
@@ -38,7 +39,9 @@ IN_MEMORY = (
 def make_catalog(parameters: dict[str, Any], **inputs: Any) -> DataCatalog:
     """An in-memory catalog holding the given inputs, the parameters and empty outputs."""
     datasets = {name: MemoryDataset(data) for name, data in inputs.items()}
-    datasets["params:data_processing"] = MemoryDataset(parameters)
+    datasets["params:data_processing"] = MemoryDataset(
+        validated_block("data_processing", parameters)
+    )
     return DataCatalog(datasets=datasets)
 
 
@@ -124,7 +127,9 @@ def test_slice_from_filtered_cells_to_model_input(filtered, parameters, caplog):
 
 
 def test_qc_figure_slice_needs_only_the_metrics(validated, parameters, caplog):
-    _, metrics, _ = filter_cells_and_genes(validated, parameters)
+    _, metrics, _ = filter_cells_and_genes(
+        validated, validated_block("data_processing", parameters)
+    )
     pipeline = create_pipeline().from_nodes("plot_qc_metrics_node")
     catalog = make_catalog(parameters, qc_metrics=metrics)
 

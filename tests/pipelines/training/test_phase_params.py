@@ -16,6 +16,7 @@ from omics_vae.schemas.training import TrainingParams, build_plan, probe_model
 from omics_vae.training.fitting import TrainingDryRun, TrainingInputError
 from omics_vae.training.reports import history_to_metrics, plot_loss_curves
 from omics_vae.training.single_cell import train_model
+from tests.conftest import validated_block
 
 THREE_PHASES = [
     {"name": "warmup", "loss": {"beta": 0.0}, "until": {"epochs": 2}},
@@ -107,7 +108,7 @@ def test_phases_train_through_the_node_and_reach_summary_history_metrics_and_fig
     assert all(p["reason"] for p in summary["phases"])
     assert summary["epochs"] == 5
 
-    card = make_model_card(summary, phased_params, history)
+    card = make_model_card(summary, validated_block("training", phased_params), history)
     assert card["training"]["phases"] == summary["phases"]
     assert card["training"]["final_metrics"]["phase"] == 2
 

@@ -3,14 +3,12 @@ keeps biology, where its latent dimensions put batch and cell type, and which ce
 look anomalous.
 
 Every node reads ``evaluation_cells``, built once by :func:`prepare_evaluation_cells`.
-The computation lives in the Kedro-free ``omics_vae.evaluation``; a node validates the
-``evaluation`` parameter block and calls it. Nodes without parameters are the library
+The computation lives in the Kedro-free ``omics_vae.evaluation``; a node passes it
+the validated ``evaluation`` block. Nodes without parameters are the library
 functions themselves.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import pandas as pd
 from anndata import AnnData
@@ -20,7 +18,6 @@ from omics_vae.evaluation import anomalies, figures, integration, preparation, u
 from omics_vae.evaluation.figures import plot_latent_association, plot_umaps
 from omics_vae.evaluation.integration import scib_results_to_metrics
 from omics_vae.evaluation.statistics import compute_latent_association
-from omics_vae.params import validate_section
 from omics_vae.schemas.evaluation import EvaluationParams
 
 __all__ = [
@@ -36,12 +33,8 @@ __all__ = [
 ]
 
 
-def _config(params: dict[str, Any]) -> EvaluationParams:
-    return validate_section("evaluation", EvaluationParams, params)
-
-
 def prepare_evaluation_cells(
-    embeddings: AnnData, model_input: AnnData, params: dict[str, Any]
+    embeddings: AnnData, model_input: AnnData, params: EvaluationParams
 ) -> AnnData:
     """The evaluated cells, their latents and the baselines in one AnnData.
 
@@ -53,11 +46,11 @@ def prepare_evaluation_cells(
     Returns:
         See :func:`omics_vae.evaluation.preparation.prepare_evaluation_cells`.
     """
-    return preparation.prepare_evaluation_cells(embeddings, model_input, _config(params))
+    return preparation.prepare_evaluation_cells(embeddings, model_input, params)
 
 
 def benchmark_integration(
-    evaluation_cells: AnnData, params: dict[str, Any]
+    evaluation_cells: AnnData, params: EvaluationParams
 ) -> tuple[pd.DataFrame, Figure]:
     """scib-metrics' benchmark of the model's latent and the baselines.
 
@@ -68,10 +61,10 @@ def benchmark_integration(
     Returns:
         See :func:`omics_vae.evaluation.integration.benchmark_integration`.
     """
-    return integration.benchmark_integration(evaluation_cells, _config(params))
+    return integration.benchmark_integration(evaluation_cells, params)
 
 
-def compute_umaps(evaluation_cells: AnnData, params: dict[str, Any]) -> pd.DataFrame:
+def compute_umaps(evaluation_cells: AnnData, params: EvaluationParams) -> pd.DataFrame:
     """2-D UMAP of each benchmarked embedding, on the benchmark subsample.
 
     Args:
@@ -81,10 +74,10 @@ def compute_umaps(evaluation_cells: AnnData, params: dict[str, Any]) -> pd.DataF
     Returns:
         See :func:`omics_vae.evaluation.umaps.compute_umaps`.
     """
-    return umaps.compute_umaps(evaluation_cells, _config(params).umap)
+    return umaps.compute_umaps(evaluation_cells, params.umap)
 
 
-def score_anomalies(evaluation_cells: AnnData, params: dict[str, Any]) -> pd.DataFrame:
+def score_anomalies(evaluation_cells: AnnData, params: EvaluationParams) -> pd.DataFrame:
     """Per-cell anomaly score from the corrected latent and the reconstruction error.
 
     Args:
@@ -94,11 +87,11 @@ def score_anomalies(evaluation_cells: AnnData, params: dict[str, Any]) -> pd.Dat
     Returns:
         See :func:`omics_vae.evaluation.anomalies.score_anomalies`.
     """
-    return anomalies.score_anomalies(evaluation_cells, _config(params).anomaly)
+    return anomalies.score_anomalies(evaluation_cells, params.anomaly)
 
 
 def plot_anomalies(
-    umap_coordinates: pd.DataFrame, anomaly_scores: pd.DataFrame, params: dict[str, Any]
+    umap_coordinates: pd.DataFrame, anomaly_scores: pd.DataFrame, params: EvaluationParams
 ) -> Figure:
     """The model's UMAP coloured by the combined anomaly score, flagged cells ringed.
 
@@ -110,4 +103,4 @@ def plot_anomalies(
     Returns:
         See :func:`omics_vae.evaluation.figures.plot_anomalies`.
     """
-    return figures.plot_anomalies(umap_coordinates, anomaly_scores, _config(params).anomaly)
+    return figures.plot_anomalies(umap_coordinates, anomaly_scores, params.anomaly)

@@ -14,7 +14,6 @@ from anndata import AnnData
 from omics_vae.embedding import paired
 from omics_vae.embedding.paired import imputed_tables, paired_latent_table
 from omics_vae.models import BaseVAE
-from omics_vae.params import validate_section
 from omics_vae.schemas.paired_embedding import PairedEmbeddingParams
 
 __all__ = [
@@ -25,21 +24,17 @@ __all__ = [
 ]
 
 
-def _config(params: dict[str, Any]) -> PairedEmbeddingParams:
-    return validate_section("paired.embedding", PairedEmbeddingParams, params)
-
-
 def embed_paired_samples(
     paired_model_input: AnnData,
     paired_model: BaseVAE,
     paired_scalers: dict[str, Any],
-    params: dict[str, Any],
+    params: PairedEmbeddingParams,
 ) -> tuple[AnnData, AnnData]:
     """Latents and imputations of every sample: ``(paired_embeddings, paired_imputed)``.
 
     See ``omics_vae.embedding.paired.embed_paired_samples``.
     """
-    config = _config(params)
+    config = params
     return paired.embed_paired_samples(paired_model_input, paired_model, paired_scalers, config)
 
 
@@ -47,10 +42,10 @@ def paired_embedding_info(
     paired_embeddings: AnnData,
     paired_model_input: AnnData,
     paired_model_card: dict[str, Any],
-    params: dict[str, Any],
+    params: PairedEmbeddingParams,
 ) -> dict[str, Any]:
     """The record beside the embedding: which model and data made it, and what it holds."""
-    config = _config(params)
+    config = params
     return paired.paired_embedding_info(
         paired_embeddings, paired_model_input, paired_model_card, config
     )

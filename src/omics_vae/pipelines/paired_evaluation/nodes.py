@@ -20,7 +20,6 @@ from omics_vae.evaluation.imputation_figures import (
     plot_feature_histograms,
     plot_imputation_summary,
 )
-from omics_vae.params import validate_section
 from omics_vae.schemas.paired_evaluation import PairedEvaluationParams
 
 __all__ = [
@@ -33,15 +32,11 @@ __all__ = [
 ]
 
 
-def _config(params: dict[str, Any]) -> PairedEvaluationParams:
-    return validate_section("paired.evaluation", PairedEvaluationParams, params)
-
-
 def predict_held_out(
     paired_model_input: AnnData,
     paired_imputed: AnnData,
     paired_scalers: dict[str, Any],
-    params: dict[str, Any],
+    params: PairedEvaluationParams,
 ) -> dict[str, Any]:
     """Measured and predicted values of each platform on the evaluation split.
 
@@ -54,15 +49,13 @@ def predict_held_out(
     Returns:
         See :func:`omics_vae.evaluation.imputation.predict_held_out`.
     """
-    return imputation.predict_held_out(
-        paired_model_input, paired_imputed, paired_scalers, _config(params)
-    )
+    return imputation.predict_held_out(paired_model_input, paired_imputed, paired_scalers, params)
 
 
 def plot_best_worst_features(
     paired_predictions: dict[str, Any],
     feature_scores_table: pd.DataFrame,
-    params: dict[str, Any],
+    params: PairedEvaluationParams,
 ) -> Figure:
     """Joint VAE imputation vs measured values for its best and worst features.
 
@@ -75,5 +68,5 @@ def plot_best_worst_features(
         See :func:`omics_vae.evaluation.imputation_figures.plot_best_worst_features`.
     """
     return imputation_figures.plot_best_worst_features(
-        paired_predictions, feature_scores_table, _config(params).n_scatter_features
+        paired_predictions, feature_scores_table, params.n_scatter_features
     )
