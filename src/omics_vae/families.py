@@ -13,7 +13,7 @@ its pipelines) plus its configuration.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kedro.pipeline import Pipeline
@@ -74,7 +74,7 @@ class Family:
     checkpoint_dir: str
     training_section: str
     training_schema: type[FitParams]
-    parameters: Mapping[str, type[BaseModel]] = field(default_factory=dict)
+    parameters: Mapping[str, type[BaseModel]]
     score_row: Callable[[Any], dict[str, float]] = single_cell_scores
     prefix: str = ""
     scores: str = "scib_results"
