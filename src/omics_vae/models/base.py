@@ -6,13 +6,15 @@ Two layers, as in scvi-tools:
   ``inference(batch)`` -> ``generative(...)`` -> ``loss(...)``. It knows nothing of
   optimisers, epochs or logging.
 - ``BaseVAE`` (a ``LightningModule``) wraps one ``VAEModule``: it owns the
-  hyperparameters (``save_hyperparameters()``), the KL warm-up schedule, the optimiser,
+  hyperparameters (``save_hyperparameters()``), the optimiser of plain Lightning use,
   per-epoch metrics, and the user-facing ``get_latent`` / ``reconstruction_error``.
 
 Loss weights, the interface training phases (``models.phases``) rely on:
 
-- ``kl_weight`` (beta) is passed to ``VAEModule.loss`` on every call; its default
-  value is the model's own warm-up schedule (``BaseVAE.kl_weight``).
+- ``kl_weight`` (beta) is passed to ``VAEModule.loss`` on every call; the model's own
+  value is ``beta_max`` (``BaseVAE.kl_weight``). The KL warm-up is not the model's: it
+  is a ramp of ``kl_weight`` in the training plan (``models.phases.kl_warmup``), which
+  ``models.trainer.fit`` runs.
 - Every other weight lives in the module's ``loss_weights`` dict (e.g. inVAE's
   ``tc_weight``, the joint VAE's reconstruction and alignment weights), which ``loss``
   reads on each call. The constructor fills it with the model's own values.
@@ -307,15 +309,11 @@ class BaseVAE(L.LightningModule):
 
     @property
     def kl_weight(self) -> float:
-        """``beta_max``, reached linearly over ``kl_warmup_epochs`` epochs from 0, unless
-        a training phase overrides it."""
+        """The KL weight (beta) of the current step: the training plan's (its KL warm-up
+        or a phase's own value) while training, else the model's own ``beta_max``."""
         if "kl_weight" in self._loss_weight_overrides:
             return self._loss_weight_overrides["kl_weight"]
-        beta_max = float(self.hparams.beta_max)
-        warmup = int(self.hparams.kl_warmup_epochs)
-        if warmup <= 0:
-            return beta_max
-        return beta_max * min(1.0, self.current_epoch / warmup)
+        return float(self.hparams.beta_max)
 
     def loss_weight_names(self) -> tuple[str, ...]:
         """The loss weights a training phase may override: ``kl_weight`` and the
@@ -327,7 +325,7 @@ class BaseVAE(L.LightningModule):
 
         Args:
             overrides: ``{name: value}`` for names of ``loss_weight_names()``; names left
-                out return to the model's own value (the KL warm-up, the constructor's
+                out return to the model's own value (``beta_max``, the constructor's
                 weights).
 
         Raises:

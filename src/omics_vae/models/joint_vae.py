@@ -1,9 +1,10 @@
 """The joint VAE of paired two-platform data: the Lightning training plan (``joint_vae``).
 
 The networks and the loss live in ``joint_modules.JointVAEModule``; this class owns the
-hyperparameters, the KL warm-up, the optimiser and per-epoch metrics (from ``BaseVAE``)
-and the user-facing ``get_latent`` and ``impute`` on paired data (``PairedTensors`` or
-the AnnData written by the paired_processing pipeline).
+hyperparameters and per-epoch metrics (from ``BaseVAE``) and the user-facing
+``get_latent`` and ``impute`` on paired data (``PairedTensors`` or the AnnData written by
+the paired_processing pipeline). It trains like the single-cell models, through
+``models.trainer.fit`` and its plan (KL warm-up included).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class JointVAE(BaseVAE):
     Logged once per epoch, as ``train/<name>`` and ``val/<name>``: ``loss``,
     ``reconstruction`` (self, both platforms), ``kl``, ``self_a``, ``self_b``,
     ``cross_ab`` (A -> B), ``cross_ba``, ``joint_reconstruction``, ``kl_joint`` and
-    ``alignment``; and ``kl_weight``. Beta is ``kl_weight`` (the warm-up to
+    ``alignment``; and ``kl_weight``. Beta is ``kl_weight`` (the plan's warm-up to
     ``beta_max``); the other loss weights are ``module.loss_weights``
     (``joint_modules.LOSS_WEIGHT_NAMES``), which training phases may override.
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
 
-from omics_vae.models import get_model_class
+from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.models.phases import (
     OptimizerSpec,
     Phase,
@@ -21,6 +21,7 @@ from omics_vae.models.phases import (
     check_plan,
     format_plan,
     single_phase_plan,
+    with_kl_warmup,
 )
 from omics_vae.params import StrictModel
 
@@ -228,7 +229,7 @@ class FitParams(StrictModel):
             return self
         model = probe_model(self)
         try:
-            check_plan(build_plan(self, model.module.named_parts()), model)
+            check_plan(build_plan(self, model), model)
         except PhasePlanError as error:
             raise ValueError(str(error)) from None
         return self
@@ -255,7 +256,7 @@ class TrainingParams(FitParams):
 LOSS_WEIGHT_ALIASES = {"beta": "kl_weight"}
 
 
-def probe_model(config: FitParams):
+def probe_model(config: FitParams) -> BaseVAE:
     """A tiny instance of the configured model, enough to know its parts and loss weights
     before any data is read."""
     return get_model_class(config.model).probe(**config.model_hyperparameters)
@@ -267,41 +268,43 @@ def plan_table(config: FitParams, section: str = "training") -> str:
     Raises:
         PhasePlanError: The phases do not fit the model.
     """
-    parts = probe_model(config).module.named_parts()
-    plan = build_plan(config, parts)
+    model = probe_model(config)
+    plan = build_plan(config, model)
     if plan is not None:
         return format_plan(plan)
     max_epochs = config.trainer.max_epochs
-    plain = plain_plan(config, parts, None if max_epochs == "auto" else max_epochs)
+    plain = plain_plan(config, model, None if max_epochs == "auto" else max_epochs)
     return f"No {section}.phases: one phase with the plain settings.\n{format_plan(plain)}"
 
 
-def build_plan(config: FitParams, parts: Mapping[str, Any]) -> TrainingPlan | None:
+def build_plan(config: FitParams, model: BaseVAE) -> TrainingPlan | None:
     """The phases of ``config`` with inherited fields filled in; ``None`` without phases.
 
     A field a phase leaves out comes from ``phase_defaults``; the optimiser's name and
-    arguments start from ``training.optimizer``; ``trainable: all`` means every part.
+    arguments start from ``training.optimizer``; ``trainable: all`` means every part; a
+    phase that sets no ``kl_weight`` carries the model's KL warm-up, counted in the
+    run's epochs (``models.phases.kl_warmup``).
 
     Args:
         config: Validated training parameters.
-        parts: The model's named parts (``VAEModule.named_parts()``).
+        model: The model (or a probe of it): its named parts and KL warm-up.
 
     Raises:
         PhasePlanError: A phase without ``until``, or an unknown frozen part.
     """
     if config.phases is None:
         return None
-    return TrainingPlan(
-        tuple(
-            _resolve_phase(config, index, phase, parts) for index, phase in enumerate(config.phases)
-        )
+    phases = tuple(
+        _resolve_phase(config, index, phase, model.module.named_parts())
+        for index, phase in enumerate(config.phases)
     )
+    return with_kl_warmup(TrainingPlan(phases), model)
 
 
-def plain_plan(config: FitParams, parts: Mapping[str, Any], max_epochs: int | None) -> TrainingPlan:
+def plain_plan(config: FitParams, model: BaseVAE, max_epochs: int | None) -> TrainingPlan:
     """The single phase a run without ``phases`` trains in (``models.phases.single_phase_plan``)."""
     return single_phase_plan(
-        parts,
+        model,
         _base_optimizer(config),
         max_epochs,
         patience=config.trainer.early_stopping_patience,

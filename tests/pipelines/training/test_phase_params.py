@@ -39,7 +39,7 @@ def phased_params(training_params):
 
 def test_phases_inherit_defaults_and_the_plain_optimiser(phased_params):
     config = validate_section("training", TrainingParams, phased_params)
-    plan = build_plan(config, probe_model(config).module.named_parts())
+    plan = build_plan(config, probe_model(config))
 
     warmup, full, decoder = plan.phases
     assert warmup.trainable == ("encoder", "decoder", "dispersion", "prior_bio", "prior_tech")
@@ -97,7 +97,7 @@ def test_phases_train_through_the_node_and_reach_summary_history_metrics_and_fig
 
     assert list(history["phase"]) == [0, 0, 1, 1, 2]
     assert list(history["phase_name"]) == ["warmup", "warmup", "full", "full", "decoder"]
-    # A phase that sets no KL weight follows the model's own warm-up (epoch 4 of 10).
+    # A phase that sets no KL weight continues the run's KL warm-up (epoch 4 of 10).
     np.testing.assert_allclose(history["kl_weight"], [0.0, 0.0, 0.5, 0.75, 0.4], rtol=1e-6)
     assert [(p["phase"], p["start_epoch"], p["end_epoch"]) for p in summary["phases"]] == [
         ("warmup", 0, 1),
@@ -157,6 +157,8 @@ def test_dry_run_prints_the_plan_and_stops_without_error(model_input, phased_par
     assert "warmup" in printed
     assert "decoder" in printed
     assert "kl_weight=0" in printed
+    # The decoder phase sets no KL weight: it carries the run's KL warm-up.
+    assert "kl_weight=0→1 over run epochs 0-10" in printed.splitlines()[4]
     assert "nothing was trained" in printed
 
 
