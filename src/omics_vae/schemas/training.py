@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Self
@@ -372,17 +372,27 @@ def _ramp(value: float | RampParams) -> Ramp:
     return Ramp(float(value), float(value))
 
 
-def hyperparameter_schema(model_class: type) -> type[StrictModel]:
-    """A pydantic model of the constructor arguments users may set for ``model_class``."""
-    hints = typing.get_type_hints(model_class.__init__)
-    parameters = inspect.signature(model_class.__init__).parameters
+def hyperparameter_schema(model_class: type[BaseVAE]) -> type[StrictModel]:
+    """A pydantic model of the hyperparameters users may set for ``model_class``: the
+    fields of its declaration (``hyperparameter_class``) with their types, defaults and
+    descriptions, but the optimiser's (set from ``optimizer``)."""
+    declaration = model_class.hyperparameter_class
+    hints = typing.get_type_hints(declaration)
+    defaults = {field.name: field.default for field in dataclasses.fields(declaration)}
+    descriptions = declaration.descriptions()
     fields = {
-        name: (hints.get(name, Any), parameters[name].default)
-        for name in model_class.hyperparameter_names()
-        if name not in model_class.data_hyperparameters | OPTIMIZER_HYPERPARAMETERS
+        name: (hints[name], Field(defaults[name], description=descriptions.get(name)))
+        for name in declaration.names()
+        if name not in OPTIMIZER_HYPERPARAMETERS
     }
     return create_model(
         f"{model_class.__name__}Hyperparameters",
         __config__=ConfigDict(extra="forbid"),
         **fields,
     )
+
+
+def default_hyperparameters(model_class: type[BaseVAE]) -> dict[str, Any]:
+    """Every hyperparameter users may set for ``model_class`` at its declared default,
+    as JSON values."""
+    return hyperparameter_schema(model_class)().model_dump(mode="json")
