@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from collections.abc import Mapping
@@ -9,7 +10,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
 
-from omics_vae.models import BaseVAE, get_model_class
+from omics_vae.models import MODEL_REGISTRY, BaseVAE, get_model_class
 from omics_vae.models.phases import (
     OptimizerSpec,
     Phase,
@@ -190,7 +191,49 @@ class FitParams(StrictModel):
 
     @property
     def model_hyperparameters(self) -> dict[str, Any]:
+        """The chosen model's hyperparameters as given (defaults left out)."""
         raise NotImplementedError
+
+    @classmethod
+    def hyperparameters_key(cls, model: str) -> str:
+        """Where ``model``'s hyperparameters sit in this block, as a dotted key."""
+        return "hyperparameters"
+
+    @property
+    def resolved_hyperparameters(self) -> dict[str, Any]:
+        """The chosen model's hyperparameters with every default filled in from its
+        declaration (``BaseVAE.hyperparameter_class``), as JSON values."""
+        schema = hyperparameter_schema(get_model_class(self.model))
+        return schema.model_validate(self.model_hyperparameters).model_dump(mode="json")
+
+    def effective_parameters(self) -> dict[str, Any]:
+        """The block as JSON, with the chosen model's hyperparameters resolved and no other
+        model's: the same for a block that writes a default out and one that leaves it
+        to the declaration. What decides a trained model (``training.identity``) and what
+        its model card records."""
+        parameters = self.model_dump(mode="json")
+        *parents, leaf = self.hyperparameters_key(self.model).split(".")
+        parameters["hyperparameters"] = {}
+        node = parameters
+        for part in parents:
+            node = node[part]
+        node[leaf] = self.resolved_hyperparameters
+        return parameters
+
+    @classmethod
+    def with_default_hyperparameters(cls, block: Mapping[str, Any]) -> dict[str, Any]:
+        """A block as configured (a plain dict) with model hyperparameters completed from
+        the models' declarations, values given winning. The configuration loader does
+        this (``families.with_default_hyperparameters``), so runs log, compare and sweep
+        every effective hyperparameter although the YAML lists none of the defaults.
+        ``FitParams`` itself knows no hyperparameters: the block comes back as it was."""
+        return copy.deepcopy(dict(block))
+
+    @classmethod
+    def _model_class(cls, name: Any) -> type[BaseVAE] | None:
+        """The registered model of this block's data kind named ``name``, if any."""
+        model_class = MODEL_REGISTRY.get(name) if isinstance(name, str) else None
+        return model_class if model_class and model_class.data_kind == cls.data_kind else None
 
     @model_validator(mode="after")
     def _known_model_and_hyperparameters(self) -> Self:
@@ -207,15 +250,11 @@ class FitParams(StrictModel):
             hyperparameter_schema(model_class).model_validate(self.model_hyperparameters)
         except ValidationError as error:
             problems = "; ".join(
-                f"{self._hyperparameters_key}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
+                f"{self.hyperparameters_key(self.model)}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
                 for p in error.errors()
             )
             raise ValueError(problems) from None
         return self
-
-    @property
-    def _hyperparameters_key(self) -> str:
-        return "hyperparameters"
 
     @model_validator(mode="after")
     def _positive_epochs(self) -> Self:
@@ -248,9 +287,26 @@ class TrainingParams(FitParams):
     def model_hyperparameters(self) -> dict[str, Any]:
         return dict(self.hyperparameters.get(self.model, {}))
 
-    @property
-    def _hyperparameters_key(self) -> str:
-        return f"hyperparameters.{self.model}"
+    @classmethod
+    def hyperparameters_key(cls, model: str) -> str:
+        return f"hyperparameters.{model}"
+
+    @classmethod
+    def with_default_hyperparameters(cls, block: Mapping[str, Any]) -> dict[str, Any]:
+        """The block with the chosen model's hyperparameters, and those of every other
+        single-cell model it has a block for, completed from their declarations."""
+        block = copy.deepcopy(dict(block))
+        given = block.get("hyperparameters") or {}
+        if not isinstance(given, Mapping):
+            return block  # left for validation to report
+        completed = dict(given)
+        for name in dict.fromkeys([block.get("model", cls.model_fields["model"].default), *given]):
+            model_class = cls._model_class(name)
+            values = given.get(name) or {}
+            if model_class is not None and isinstance(values, Mapping):
+                completed[name] = {**default_hyperparameters(model_class), **values}
+        block["hyperparameters"] = completed
+        return block
 
 
 LOSS_WEIGHT_ALIASES = {"beta": "kl_weight"}

@@ -10,9 +10,15 @@ import pytest
 import torch
 from matplotlib.patches import Rectangle
 
+from omics_vae.models import InVAE
 from omics_vae.params import InvalidParametersError, validate_section
 from omics_vae.pipelines.training.nodes import make_model_card
-from omics_vae.schemas.training import TrainingParams, build_plan, probe_model
+from omics_vae.schemas.training import (
+    TrainingParams,
+    build_plan,
+    default_hyperparameters,
+    probe_model,
+)
 from omics_vae.training.fitting import TrainingDryRun, TrainingInputError
 from omics_vae.training.reports import history_to_metrics, plot_loss_curves
 from omics_vae.training.single_cell import train_model
@@ -109,6 +115,10 @@ def test_phases_train_through_the_node_and_reach_summary_history_metrics_and_fig
 
     card = make_model_card(summary, phased_params, history)
     assert card["training"]["phases"] == summary["phases"]
+    # The card records every hyperparameter of the model trained, defaults included.
+    assert card["parameters"]["hyperparameters"] == {
+        "invae": {**default_hyperparameters(InVAE), "n_hidden": 16}
+    }
     assert card["training"]["final_metrics"]["phase"] == 2
 
     metrics = history_to_metrics(history)
