@@ -82,6 +82,9 @@ def test_the_configuration_reference_lists_every_parameter(site):
             assert f"{section}.{field}" in reference, f"{section}.{field} is not documented"
     assert "training.hyperparameters.invae.n_latent_bio" in reference
     assert "training.hyperparameters.scvi_vae.n_latent" in reference
+    # The paired model's, under its own block, with the defaults its declaration gives.
+    assert "paired.training.hyperparameters.input_noise" in reference
+    assert "training.hyperparameters.joint_vae" not in reference
 
 
 def test_the_api_reference_documents_runs_models_and_datasets(site):

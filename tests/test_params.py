@@ -4,11 +4,60 @@ unknown block is refused; an error in a project block is never blamed on a sweep
 import pytest
 import yaml
 
+from omics_vae import settings
 from omics_vae.context import parameter_schemas, validated_parameters
 from omics_vae.params import InvalidParametersError
 from omics_vae.schemas.training import TrainingParams
-from omics_vae.sweeps import SweepError, sweep_parameters
+from omics_vae.sweeps import SweepConfigLoader, SweepError, sweep_parameters
 from tests.conftest import PROJECT_ROOT
+
+# The values conf/base listed before the models' declarations became the one source of
+# their defaults (the code defaults of scvi_vae and joint_vae differed from them then).
+LISTED_BEFORE = {
+    "training.hyperparameters.invae": {
+        "n_latent_bio": 30,
+        "n_latent_tech": 5,
+        "n_hidden": 128,
+        "n_layers": 2,
+        "dropout": 0.1,
+        "batch_norm": True,
+        "learn_prior_mean": True,
+        "beta_max": 1.0,
+        "kl_warmup_epochs": 10,
+        "tc_weight": 0.0,
+    },
+    "training.hyperparameters.scvi_vae": {
+        "n_latent": 30,
+        "n_hidden": 128,
+        "n_layers": 2,
+        "dropout": 0.1,
+        "beta_max": 1.0,
+        "kl_warmup_epochs": 10,
+    },
+    "paired.training.hyperparameters": {
+        "n_latent": 20,
+        "n_hidden": 64,
+        "n_layers": 1,
+        "dropout": 0.1,
+        "decoder_dropout": 0.0,
+        "batch_norm": True,
+        "layer_norm": False,
+        "activation": "relu",
+        "likelihood": "gaussian",
+        "prior": "standard",
+        "n_pseudo_inputs": 50,
+        "iwae_samples": 1,
+        "alignment": "mean_distance",
+        "input_noise": 0.5,
+        "self_weight_a": 1.0,
+        "self_weight_b": 1.0,
+        "cross_weight": 1.0,
+        "joint_weight": 1.0,
+        "alignment_weight": 1.0,
+        "beta_max": 1.0,
+        "kl_warmup_epochs": 10,
+    },
+}
 
 
 def _base_parameters() -> dict:
@@ -96,3 +145,24 @@ def test_force_retrain_must_be_a_switch():
     params = {**_base_parameters(), "force_retrain": "yes"}
     with pytest.raises(InvalidParametersError, match="'force_retrain' must be a bool"):
         validated_parameters(params)
+
+
+def _at(params: dict, dotted: str):
+    for part in dotted.split("."):
+        params = params[part]
+    return params
+
+
+def test_the_config_loader_writes_out_every_declared_default_as_documented_before():
+    loader = SweepConfigLoader(
+        conf_source=str(PROJECT_ROOT / "conf"), **settings.CONFIG_LOADER_ARGS
+    )
+    params = loader["parameters"]
+    for block, listed in LISTED_BEFORE.items():
+        # The YAML repeats none of them; the effective values are the same as before.
+        assert _at(_base_parameters(), block) == {}, block
+        effective = _at(params, block)
+        assert {key: effective[key] for key in listed} == listed, block
+    # And what the YAML leaves out entirely comes from the declaration.
+    assert _at(params, "training.hyperparameters.scvi_vae")["batch_norm"] == "both"
+    validated_parameters(params)

@@ -248,7 +248,10 @@ def test_kedro_embeds_with_the_registered_champion(tmp_path_factory):
     """A colleague's clone shares only the MLflow store: no checkpoint, its own data."""
     trained = short_run_project(tmp_path_factory)
     uri = f"sqlite:///{trained / 'mlflow.db'}"
-    seed_0 = runs.find_models("invae", params={"training.seed": 0}, tracking_uri=uri)
+    # The YAML leaves n_latent_bio to inVAE's declaration; the run logged its value.
+    seed_0 = runs.find_models(
+        "invae", hyperparameters={"n_latent_bio": 30}, params={"training.seed": 0}, tracking_uri=uri
+    )
     runs.register_model(seed_0.run_id.iloc[0], alias="champion", tracking_uri=uri)
     clone = _copy_project(tmp_path_factory.mktemp("clone") / "project")
     write_yaml(clone / "conf/local/mlflow.yml", {"server": {"mlflow_tracking_uri": uri}})

@@ -12,6 +12,7 @@ its pipelines) plus its configuration.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -150,6 +151,22 @@ PAIRED = register_family(
         fixed_prefix="paired.processing",
     )
 )
+
+
+def with_default_hyperparameters(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with each family's training block completed by its models' declared
+    hyperparameters (``training_schema.with_default_hyperparameters``), so what a run
+    logs, validates and sweeps over are its effective values, while the YAML lists only
+    what differs from the declarations."""
+    completed = copy.deepcopy(dict(params))
+    for family in FAMILIES.values():
+        *parents, leaf = family.training_section.split(".")
+        node: Any = completed
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), Mapping):
+            node[leaf] = family.training_schema.with_default_hyperparameters(node[leaf])
+    return completed
 
 
 def training_family(section: str) -> Family | None:

@@ -26,7 +26,7 @@ from kedro.framework.project import settings
 from kedro.utils import find_kedro_project
 from pydantic import Field, field_validator
 
-from omics_vae.families import FAMILIES
+from omics_vae.families import FAMILIES, with_default_hyperparameters
 from omics_vae.params import StrictModel, validate_section
 
 SWEEPS_KEY = "sweeps"
@@ -273,7 +273,13 @@ def _refuse_clashes_with_parameters(names: list[str], params: Mapping[str, Any])
 
 
 def sweep_parameters(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The namespaced parameter blocks of every variant, keyed by variant name."""
+    """The namespaced parameter blocks of every variant, keyed by variant name.
+
+    The models' hyperparameters are completed from their declarations first
+    (``families.with_default_hyperparameters``), so a variant may override one the
+    project's YAML leaves at its default.
+    """
+    params = with_default_hyperparameters(params)
     blocks = {}
     sweeps = expand_sweeps(params)
     _refuse_clashes_with_parameters([v.name for vs in sweeps.values() for v in vs], params)
@@ -317,14 +323,19 @@ def project_parameters() -> dict[str, Any]:
 
 
 class SweepConfigLoader(OmegaConfigLoader):
-    """Kedro's OmegaConfigLoader, plus each sweep variant's parameters under its name.
+    """Kedro's OmegaConfigLoader, with every model hyperparameter the parameters leave to
+    its declared default written out (``families.with_default_hyperparameters``), plus
+    each sweep variant's parameters under its name.
 
-    ``--params`` values are merged before the expansion, so a runtime override such as
+    ``--params`` values are merged before both, so a runtime override such as
     ``training.trainer.max_epochs=5`` reaches every variant.
     """
 
     def __getitem__(self, key: str) -> dict[str, Any]:
         config = super().__getitem__(key)
-        if key == "parameters" and config.get(SWEEPS_KEY):
+        if key != "parameters":
+            return config
+        config = with_default_hyperparameters(config)
+        if config.get(SWEEPS_KEY):
             config = {**config, **sweep_parameters(config)}
         return config

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from omics_vae.datasets import LightningCheckpointDataset
+from omics_vae.models import InVAE
 from omics_vae.params import validate_section
 from omics_vae.pipelines.training.nodes import train_or_reuse_model
-from omics_vae.schemas.training import TrainingParams
+from omics_vae.schemas.training import TrainingParams, default_hyperparameters
 from omics_vae.store.reuse import (
     FINGERPRINT_TAG,
     SINGLE_CELL_ARTIFACTS,
@@ -66,6 +67,25 @@ def test_same_data_and_parameters_give_the_same_fingerprint_and_any_change_anoth
     }
     assert reference not in fingerprints
     assert len(fingerprints) == 4
+
+
+def test_defaults_left_to_the_model_or_written_out_are_the_same_model(model_input, training_params):
+    # The YAML leaves every default to the model's declaration (conftest sets n_hidden).
+    assert training_params["hyperparameters"]["invae"] == {"n_hidden": 16}
+    written_out = {
+        **training_params,
+        "hyperparameters": {
+            # Every default of inVAE written out, and scVI's block (another model) changed.
+            "invae": {**default_hyperparameters(InVAE), "n_hidden": 16},
+            "scvi_vae": {"n_latent": 3},
+        },
+    }
+    assert _fingerprint(model_input, written_out) == _fingerprint(model_input, training_params)
+    config = validate_section("training", TrainingParams, training_params)
+    effective = config.effective_parameters()["hyperparameters"]
+    assert list(effective) == ["invae"]
+    assert effective["invae"]["n_latent_bio"] == 30
+    assert effective["invae"]["kl_warmup_epochs"] == 10
 
 
 def test_relabelled_cells_with_the_same_counts_get_another_fingerprint(

@@ -40,6 +40,7 @@ from omics_vae.models.phases import (
     TrainingPlan,
     keeps_best_epoch,
     single_phase_plan,
+    with_kl_warmup,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,9 +82,11 @@ class FitSettings:
             the same record, so a run never continues another one. ``None`` (plain
             library use) resumes any checkpoint.
         plan: Phases to train in (``models.phases``); ``None``: the one phase of
-            ``default_plan`` (from ``max_epochs`` and ``early_stopping_*``). The phases
-            decide when training ends; a single phase ending on a plateau returns the
-            weights of its best epoch, any other plan its final weights.
+            ``default_plan`` (from ``max_epochs`` and ``early_stopping_*``). A phase
+            that sets no ``kl_weight`` gets the model's KL warm-up
+            (``phases.with_kl_warmup``). The phases decide when training ends; a single
+            phase ending on a plateau returns the weights of its best epoch, any other
+            plan its final weights.
         force_plan_change: Resume even when the checkpoint's plan differs from ``plan``.
     """
 
@@ -244,8 +247,9 @@ def fit(
     L.seed_everything(settings.seed, workers=True, verbose=False)
     run_dir, resume_path = _run_dir_and_resume_path(settings)
     history = EpochHistoryLogger()
-    # One path for every run: a run without phases is a plan of one phase.
-    plan = settings.plan or default_plan(model, settings)
+    # One path for every run: a run without phases is a plan of one phase, and every
+    # phase that sets no KL weight carries the model's KL warm-up.
+    plan = with_kl_warmup(settings.plan or default_plan(model, settings), model)
     steps_per_epoch = math.ceil(train.n_obs / settings.batch_size)
     controller = PhaseController(plan, steps_per_epoch, settings.force_plan_change)
     trainer = _build_trainer(settings, run_dir, history, controller, callbacks)
@@ -282,14 +286,15 @@ def fit(
 
 def default_plan(model: BaseVAE, settings: FitSettings) -> TrainingPlan:
     """The single phase of a run without a plan: every part, the model's own optimiser
-    settings, until ``monitor`` stops improving (``early_stopping_*``) or ``max_epochs``."""
+    settings and KL warm-up, until ``monitor`` stops improving (``early_stopping_*``) or
+    ``max_epochs``."""
     hparams = model.hparams
     optimizer = OptimizerSpec(
         str(hparams.optimizer).lower(),
         {"lr": hparams.learning_rate, "weight_decay": hparams.weight_decay},
     )
     return single_phase_plan(
-        model.module.named_parts(),
+        model,
         optimizer,
         settings.max_epochs,
         patience=settings.early_stopping_patience,

@@ -58,9 +58,7 @@ def fit_model(
     train, val = tensors.subset("train"), tensors.subset("val")
     del tensors  # the splits are copies; keeping all cells too would double the memory
     settings = _fit_settings(config, train.n_obs)
-    plan = training_plan(config, model, section) or plain_plan(
-        config, model.module.named_parts(), settings.max_epochs
-    )
+    plan = training_plan(config, model, section) or plain_plan(config, model, settings.max_epochs)
     table = format_plan(plan)
     logger.info("Training plan:\n%s", table)
     if config.dry_run:
@@ -95,7 +93,7 @@ def training_plan(config: FitParams, model: BaseVAE, section: str) -> TrainingPl
             parameters for this data); the message names the phase and the field.
     """
     try:
-        plan = build_plan(config, model.module.named_parts())
+        plan = build_plan(config, model)
         if plan is not None:
             check_plan(plan, model)
     except PhasePlanError as error:
