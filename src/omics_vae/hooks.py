@@ -119,8 +119,9 @@ class RunIntegrityHooks:
     @hook_impl
     def after_dataset_saved(self, dataset_name: str) -> None:
         dataset = self._catalog.get(dataset_name) if self._catalog is not None else None
-        if isinstance(dataset, AbstractVersionedDataset):
-            self._saved[dataset_name] = Path(saved_file(self._catalog, dataset_name))
+        path = saved_file(self._catalog, dataset_name) if dataset is not None else None
+        if isinstance(dataset, AbstractVersionedDataset) and path is not None:
+            self._saved[dataset_name] = Path(path)
 
     @hook_impl
     def on_pipeline_error(self, pipeline, catalog) -> None:
@@ -203,11 +204,10 @@ class MlflowLineageHooks:
         metadata = getattr(dataset, "metadata", None) or {}
         artifact_path = (metadata.get("mlflow") or {}).get("artifact_path")
         run = mlflow.active_run()
-        if artifact_path is None or run is None:
+        path = saved_file(self._catalog, dataset_name) if artifact_path else None
+        if path is None or run is None:
             return
-        mlflow.MlflowClient().log_artifact(
-            run.info.run_id, saved_file(self._catalog, dataset_name), artifact_path=artifact_path
-        )
+        mlflow.MlflowClient().log_artifact(run.info.run_id, path, artifact_path=artifact_path)
 
     @hook_impl
     def after_node_run(self, node, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
@@ -278,12 +278,15 @@ class MlflowLineageHooks:
         return None
 
 
-def saved_file(catalog, dataset_name: str) -> str:
+def saved_file(catalog, dataset_name: str) -> str | None:
     """Local path of the file a dataset has just saved: its ``filepath`` in the catalog's
     configuration, inside its save version's folder if versioned (Kedro's documented
-    layout ``<filepath>/<version>/<file name>``)."""
+    layout ``<filepath>/<version>/<file name>``); ``None`` for a dataset without a file
+    (an MLflow model, a metrics history)."""
     resolver = catalog.config_resolver
     config = resolver.config.get(dataset_name) or resolver.resolve_pattern(dataset_name)
+    if "filepath" not in config:
+        return None
     filepath = PurePosixPath(config["filepath"])
     dataset = catalog.get(dataset_name)
     version = (
