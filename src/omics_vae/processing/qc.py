@@ -10,7 +10,8 @@ import pandas as pd
 import scanpy as sc
 
 from omics_vae.processing.annotations import lineage_record, with_own_annotations
-from omics_vae.processing.errors import PARAMETERS_FILE, DataProcessingError
+from omics_vae.processing.errors import LOCAL_PARAMETERS_FILE, DataProcessingError
+from omics_vae.processing.hvg import check_batches_can_be_ranked
 from omics_vae.schemas.data_processing import DataProcessingParams, QCParams
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,9 @@ def filter_cells_and_genes(
     validated: ad.AnnData, params: DataProcessingParams
 ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
     """Computes per-cell QC metrics and removes low-quality cells, then rare genes.
+
+    Before returning (so before its summary is saved), it checks that the cells it keeps
+    have a batch to rank highly variable genes in (``hvg.check_batches_can_be_ranked``).
 
     Each removed cell is counted under the first filter it fails, in the order
     ``min_genes_per_cell``, ``min_counts_per_cell``, ``max_pct_mito``, so that
@@ -41,7 +45,7 @@ def filter_cells_and_genes(
 
     Raises:
         DataProcessingError: The thresholds would remove every cell, every cell of a
-            batch, or every gene.
+            batch, or every gene, or leave no batch to rank genes in.
     """
     qc = params.qc
     annotated = with_own_annotations(validated)
@@ -51,7 +55,7 @@ def filter_cells_and_genes(
             "No gene name starts with %r, so %% mito is 0 for every cell; set "
             "data_processing.qc.mito_prefix (e.g. 'mt-' for mouse) in %s.",
             qc.mito_prefix,
-            PARAMETERS_FILE,
+            LOCAL_PARAMETERS_FILE,
         )
     obs_metrics, _ = sc.pp.calculate_qc_metrics(
         annotated, qc_vars=["mt"], percent_top=None, log1p=False, inplace=False
@@ -68,6 +72,7 @@ def filter_cells_and_genes(
 
     cells = annotated if keep.all() else annotated[keep].copy()
     filtered = _filter_genes(cells, qc.min_cells_per_gene)
+    check_batches_can_be_ranked(filtered.X, filtered.obs[params.batch_key], params)
     n_genes_before = annotated.n_vars
 
     summary = _qc_summary(batches, failed, keep)
@@ -121,7 +126,7 @@ def _removal_reasons(obs: pd.DataFrame, failed: pd.DataFrame, params: DataProces
 def _check_batches_survive(
     obs: pd.DataFrame, failed: pd.DataFrame, keep: np.ndarray, params: DataProcessingParams
 ) -> None:
-    relax = f"Relax these keys under data_processing.qc in {PARAMETERS_FILE}"
+    relax = f"Relax these keys under data_processing.qc in {LOCAL_PARAMETERS_FILE}"
     if not keep.any():
         raise DataProcessingError(
             f"Quality control would remove every cell ({len(obs)} cells): "
@@ -146,7 +151,7 @@ def _filter_genes(cells: ad.AnnData, min_cells: int) -> ad.AnnData:
         raise DataProcessingError(
             f"qc.min_cells_per_gene = {min_cells} would remove every gene (the most cells "
             f"any gene is detected in is {int(n_cells.max())}). Lower "
-            f"data_processing.qc.min_cells_per_gene in {PARAMETERS_FILE}."
+            f"data_processing.qc.min_cells_per_gene in {LOCAL_PARAMETERS_FILE}."
         )
     # Skipping the copy when no gene goes saves a pass over the whole matrix.
     filtered = cells if gene_mask.all() else cells[:, gene_mask].copy()

@@ -11,7 +11,7 @@ from scipy import sparse
 
 from omics_vae.processing.annotations import RECORD_KEY
 from omics_vae.processing.counts import as_float32_csr, check_counts, counts_matrix
-from omics_vae.processing.errors import PARAMETERS_FILE, DataProcessingError
+from omics_vae.processing.errors import LOCAL_PARAMETERS_FILE, DataProcessingError
 from omics_vae.schemas.data_processing import DataProcessingParams
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _check_obs_key(adata: ad.AnnData, key: str, parameter: str) -> None:
     raise DataProcessingError(
         f"obs column '{key}' (data_processing.{parameter}) is not in the raw data "
         f"(catalog entry raw_counts). Available obs columns: {list(adata.obs.columns)}. "
-        f"Set data_processing.{parameter} in {PARAMETERS_FILE} to one of them{null_hint}."
+        f"Set data_processing.{parameter} in {LOCAL_PARAMETERS_FILE} to one of them{null_hint}."
     )
 
 
