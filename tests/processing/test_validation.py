@@ -83,7 +83,7 @@ class TestValidateRawData:
         batch.iloc[:5] = None
         raw_counts.obs["batch"] = batch
 
-        with pytest.raises(DataProcessingError, match=r"obs\['batch'\].* 5 cells without"):
+        with pytest.raises(DataProcessingError, match=r"obs\['batch'\].* no batch for 5 of 300"):
             validate_raw_data(raw_counts, as_params(parameters))
 
     def test_missing_counts_layer_lists_layers(self, raw_counts, parameters):

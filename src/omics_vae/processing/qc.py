@@ -10,8 +10,9 @@ import pandas as pd
 import scanpy as sc
 
 from omics_vae.processing.annotations import lineage_record, with_own_annotations
-from omics_vae.processing.errors import LOCAL_PARAMETERS_FILE, DataProcessingError
+from omics_vae.processing.errors import LOCAL_PARAMETERS_FILE, RAW_DATA, DataProcessingError
 from omics_vae.processing.hvg import check_batches_can_be_ranked
+from omics_vae.processing.split import check_cells_suffice
 from omics_vae.schemas.data_processing import DataProcessingParams, QCParams
 
 logger = logging.getLogger(__name__)
@@ -20,12 +21,14 @@ QC_METRICS = ("n_genes_by_counts", "total_counts", "pct_counts_mt")
 
 
 def filter_cells_and_genes(
-    validated: ad.AnnData, params: DataProcessingParams
+    validated: ad.AnnData, params: DataProcessingParams, batch_size: int | None = None
 ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
     """Computes per-cell QC metrics and removes low-quality cells, then rare genes.
 
-    Before returning (so before its summary is saved), it checks that the cells it keeps
-    have a batch to rank highly variable genes in (``hvg.check_batches_can_be_ranked``).
+    Before returning (so before its summary is saved), it checks what the next steps
+    need of the cells it keeps: a batch to rank highly variable genes in
+    (``hvg.check_batches_can_be_ranked``) and cells enough for the split and a
+    training batch (``split.check_cells_suffice``).
 
     Each removed cell is counted under the first filter it fails, in the order
     ``min_genes_per_cell``, ``min_counts_per_cell``, ``max_pct_mito``, so that
@@ -34,6 +37,8 @@ def filter_cells_and_genes(
     Args:
         validated: Output of ``validate_raw_data``: counts in ``X``.
         params: The ``data_processing`` parameter block.
+        batch_size: ``training.trainer.batch_size``, which the training split must reach;
+            ``None`` checks the split only.
 
     Returns:
         The filtered cells (``obs`` gains the QC metrics, computed on all genes, and
@@ -45,7 +50,7 @@ def filter_cells_and_genes(
 
     Raises:
         DataProcessingError: The thresholds would remove every cell, every cell of a
-            batch, or every gene, or leave no batch to rank genes in.
+            batch, or every gene, or leave too few cells for the next steps.
     """
     qc = params.qc
     annotated = with_own_annotations(validated)
@@ -72,7 +77,7 @@ def filter_cells_and_genes(
 
     cells = annotated if keep.all() else annotated[keep].copy()
     filtered = _filter_genes(cells, qc.min_cells_per_gene)
-    check_batches_can_be_ranked(filtered.X, filtered.obs[params.batch_key], params)
+    _check_next_steps_can_run(filtered, annotated.obs, failed, params, batch_size)
     n_genes_before = annotated.n_vars
 
     summary = _qc_summary(batches, failed, keep)
@@ -142,6 +147,30 @@ def _check_batches_survive(
                 f"{_removal_reasons(obs[in_batch], failed[in_batch], params)}. "
                 f"{relax}, or remove the batch from the raw data."
             )
+
+
+def _check_next_steps_can_run(
+    filtered: ad.AnnData,
+    obs: pd.DataFrame,
+    failed: pd.DataFrame,
+    params: DataProcessingParams,
+    batch_size: int | None,
+) -> None:
+    """The checks of the input contract that depend on what quality control kept."""
+    reasons = _removal_reasons(obs, failed, params)
+    relax = (
+        f"relax the data_processing.qc thresholds in {LOCAL_PARAMETERS_FILE} ({reasons})"
+        if reasons
+        else None
+    )
+    check_cells_suffice(
+        filtered.n_obs,
+        params,
+        batch_size,
+        f"Quality control keeps {filtered.n_obs:,} of the {len(obs):,} cells of {RAW_DATA}",
+        relax,
+    )
+    check_batches_can_be_ranked(filtered.X, filtered.obs[params.batch_key], params)
 
 
 def _filter_genes(cells: ad.AnnData, min_cells: int) -> ad.AnnData:
