@@ -99,7 +99,9 @@ def training_plan(config: FitParams, model: BaseVAE, section: str) -> TrainingPl
         if plan is not None:
             check_plan(plan, model)
     except PhasePlanError as error:
-        raise TrainingInputError(f"{section}.{error} (in conf/base/parameters_*.yml)") from None
+        raise TrainingInputError(
+            f"{section}.{error} (set it in conf/local/parameters_*.yml)"
+        ) from None
     return plan
 
 
