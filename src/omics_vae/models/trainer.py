@@ -85,6 +85,8 @@ class FitSettings:
             decide when training ends; a single phase ending on a plateau returns the
             weights of its best epoch, any other plan its final weights.
         force_plan_change: Resume even when the checkpoint's plan differs from ``plan``.
+        section: Where these settings sit in the parameters (``training``,
+            ``paired.training``), for the keys messages tell the user to set.
     """
 
     max_epochs: int = 100
@@ -108,6 +110,16 @@ class FitSettings:
     identity: Mapping[str, Any] | None = None
     plan: TrainingPlan | None = None
     force_plan_change: bool = False
+    section: str = "training"
+
+    def key(self, name: str) -> str:
+        """The dotted parameter key of setting ``name`` (e.g. ``training.resume_from``)."""
+        return f"{self.section}.{name}"
+
+    @property
+    def local_parameters_file(self) -> str:
+        """The user's own parameters file that holds these settings."""
+        return f"conf/local/parameters_{self.section.split('.')[0]}.yml"
 
 
 @dataclass
@@ -353,50 +365,74 @@ def _device(trainer: L.Trainer) -> torch.device:
 
 def _run_dir_and_resume_path(settings: FitSettings) -> tuple[Path, str | None]:
     root = Path(settings.checkpoint_dir)
+    resume_from = settings.key("resume_from")
+    train_afresh = f"set {resume_from}: null in {settings.local_parameters_file} to train afresh"
     if settings.resume_from is None:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H.%M.%S.%fZ")
         return root / stamp, None
     if settings.resume_from == "last":
-        newest = _newest_resumable_checkpoint(root, settings.identity)
+        newest = _newest_resumable_checkpoint(root, settings)
         return newest.parent, str(newest)
     path = Path(settings.resume_from)
     if not path.is_file():
         raise ResumeError(
-            f"training.resume_from: checkpoint '{path}' does not exist. Use 'last' to "
-            f"continue the newest matching run under {root}, or null to train afresh."
+            f"{resume_from}: checkpoint '{path}' does not exist. Set {resume_from}: last to "
+            f"continue the newest matching run under {root}, or {train_afresh}."
         )
-    differences = _differences(read_checkpoint(path), settings.identity)
+    try:
+        checkpoint = read_checkpoint(path)
+    except CheckpointError as error:
+        raise ResumeError(
+            f"{resume_from}: checkpoint '{path}' cannot be resumed: {error.problem}. Delete "
+            f"the file (rm '{path}') and set {resume_from}: last to continue the newest "
+            f"other run, or {train_afresh}."
+        ) from None
+    differences = _differences(checkpoint, settings.identity)
     if differences:
         raise ResumeError(
-            f"training.resume_from: checkpoint '{path}' belongs to another training, so "
+            f"{resume_from}: checkpoint '{path}' belongs to another training, so "
             f"continuing it would not give the model this run names: "
-            f"{'; '.join(differences)}. Set training.resume_from: null to train afresh."
+            f"{'; '.join(differences)}. Set {resume_from}: null in "
+            f"{settings.local_parameters_file} to train afresh."
         )
     return path.parent, str(path)
 
 
-def _newest_resumable_checkpoint(root: Path, identity: Mapping[str, Any] | None) -> Path:
+def _newest_resumable_checkpoint(root: Path, settings: FitSettings) -> Path:
+    resume_from = settings.key("resume_from")
     candidates = sorted(root.glob(f"*/{LAST_CHECKPOINT}"), reverse=True)
     if not candidates:
         raise ResumeError(
-            f"training.resume_from: last, but no run under '{root}' has a {LAST_CHECKPOINT}. "
-            "Set training.resume_from: null to train afresh."
+            f"{resume_from}: last, but no run under '{root}' has a {LAST_CHECKPOINT}. "
+            f"Set {resume_from}: null in {settings.local_parameters_file} to train afresh."
         )
-    refused = []
+    refused, unreadable = [], []
     for candidate in candidates:
         try:
-            differences = _differences(read_checkpoint(candidate), identity)
+            differences = _differences(read_checkpoint(candidate), settings.identity)
         except CheckpointError as error:
-            differences = [str(error)]
+            logger.warning("Not resuming %s: %s", candidate, error.problem)
+            unreadable.append(f"  {candidate}: {error.problem}")
+            continue
         if not differences:
             return candidate
         refused.append(f"  {candidate.parent.name}: {'; '.join(differences)}")
+    reasons = []
+    if unreadable:
+        reasons.append(
+            "these checkpoints cannot be read (delete them: rm the files):\n"
+            + "\n".join(unreadable)
+        )
+    if refused:
+        reasons.append(
+            "these runs trained on other data or with other parameters or seed:\n"
+            + "\n".join(refused)
+        )
     raise ResumeError(
-        f"training.resume_from: last, but no run under '{root}' was training on the same "
-        "data with the same parameters and seed, so none can be continued:\n"
-        + "\n".join(refused)
+        f"{resume_from}: last, but no run under '{root}' can be continued; "
+        + "\n".join(reasons)
         + "\nRun again with the parameters of the run to continue, or set "
-        "training.resume_from: null to train afresh."
+        f"{resume_from}: null in {settings.local_parameters_file} to train afresh."
     )
 
 

@@ -57,7 +57,7 @@ def fit_model(
     """
     train, val = tensors.subset("train"), tensors.subset("val")
     del tensors  # the splits are copies; keeping all cells too would double the memory
-    settings = _fit_settings(config, train.n_obs)
+    settings = replace(_fit_settings(config, train.n_obs), section=section)
     plan = training_plan(config, model, section) or plain_plan(
         config, model.module.named_parts(), settings.max_epochs
     )
