@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from omics_vae.data.tensors import CountsTensors, InMemoryBatchLoader
 from omics_vae.models.base import BaseVAE
@@ -34,6 +35,7 @@ from omics_vae.models.checkpoints import (
     identity_differences,
     read_checkpoint,
 )
+from omics_vae.models.interruption import StopOnSignal, StopRequested
 from omics_vae.models.phases import (
     OptimizerSpec,
     PhaseController,
@@ -197,9 +199,10 @@ class HistoryState(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         rows = {str(k): dict(v) for k, v in self.history.rows.items()}
-        if self._trainer is not None:
+        if self._trainer is not None and self._trainer.is_last_batch:
             # Checkpoints are written at an epoch's end, before Lightning hands that
             # epoch's train/* (and other epoch-end) metrics to the logger: take them here.
+            # (A checkpoint of a stop mid-epoch has none yet: that epoch logs them.)
             row = rows.setdefault(str(self._trainer.current_epoch), {})
             for name, value in self._trainer.callback_metrics.items():
                 row.setdefault(name, float(value))
@@ -260,7 +263,8 @@ def fit(
     plan = settings.plan or default_plan(model, settings)
     steps_per_epoch = math.ceil(train.n_obs / settings.batch_size)
     controller = PhaseController(plan, steps_per_epoch, settings.force_plan_change)
-    trainer = _build_trainer(settings, run_dir, history, controller, callbacks)
+    stop = StopOnSignal(run_dir / LAST_CHECKPOINT)
+    trainer = _build_trainer(settings, run_dir, history, controller, (*callbacks, stop))
     train_loader = InMemoryBatchLoader(
         train, settings.batch_size, shuffle=True, seed=settings.seed, device=_device(trainer)
     )
@@ -270,8 +274,16 @@ def fit(
     if resume_path is not None:
         logger.info("Resuming training from %s", resume_path)
     started = time.perf_counter()
-    # weights_only passed explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot override it.
-    trainer.fit(model, train_loader, val_loader, ckpt_path=resume_path, weights_only=True)
+    with stop.handling_signals():
+        try:
+            # weights_only passed explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot
+            # override it.
+            trainer.fit(model, train_loader, val_loader, ckpt_path=resume_path, weights_only=True)
+        except (StopRequested, SIGTERMException):
+            stop.request("SIGTERM")  # Lightning's own stop, at an epoch's end
+            raise _interrupted(stop, run_dir, settings) from None
+    if stop.signal_name is not None:  # asked during the last epoch: it finished first
+        raise _interrupted(stop, run_dir, settings)
     wall_time = time.perf_counter() - started
 
     if keeps_best_epoch(plan):
@@ -289,6 +301,12 @@ def fit(
         run_dir=run_dir,
         resumed_from=Path(resume_path) if resume_path else None,
         phases=[dict(t) for t in controller.transitions],
+    )
+
+
+def _interrupted(stop: StopOnSignal, run_dir: Path, settings: FitSettings) -> Exception:
+    return stop.interrupted(
+        run_dir / LAST_CHECKPOINT, settings.key("resume_from"), settings.local_parameters_file
     )
 
 
