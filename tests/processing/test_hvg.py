@@ -150,7 +150,7 @@ class TestBatchesTooSmallToRankGenesIn:
         assert list(left_out) == ["tiny"]
         n_cells, reason = left_out["tiny"]
         assert n_cells == 2
-        assert "2 genes vary; seurat_v3's LOESS fit with span 0.3 needs at least 6" in reason
+        assert "2 genes vary; seurat_v3's LOESS fit needs at least 3" in reason
 
     def test_no_batch_to_rank_genes_in_is_refused_naming_the_keys(self, normalised, parameters):
         every_cell_alone = normalised.copy()
@@ -164,6 +164,51 @@ class TestBatchesTooSmallToRankGenesIn:
         assert "data_processing.hvg.flavor: seurat_v3" in message
         assert f"Set data_processing.batch_key in {LOCAL_PARAMETERS_FILE}" in message
         assert "... and" in message  # the batches listed are a few examples
+
+    def test_a_span_too_narrow_for_a_batch_is_widened_not_crashed_on(
+        self, normalised, parameters, caplog
+    ):
+        # A batch of two cells that differ in 20 genes: a window of 0.01 holds none.
+        parameters["hvg"]["span"] = 0.01
+        small = with_batches(normalised, {"small": slice(10, 12)})
+        counts = small.layers["counts"].toarray()
+        counts[11] = counts[10]
+        counts[11, :20] += 1
+        small.layers["counts"] = sparse.csr_matrix(counts)
+
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            annotated = select_highly_variable_genes(small, as_params(parameters))
+
+        assert annotated.uns[RECORD_KEY]["hvg_span"] in {0.5, 0.7, 1.0}
+        assert annotated.uns[RECORD_KEY]["hvg_batches_left_out"] == {}
+        assert "LOESS spans [0.01] skipped: a batch has only 20 genes that vary" in caplog.text
+
+    def test_a_dispersion_flavor_leaves_out_the_batch_it_fails_in(
+        self, normalised, parameters, caplog
+    ):
+        # In two cells cell_ranger's mean bins (percentiles) repeat: scanpy refuses the
+        # whole ranking with a ValueError; the batch is left out and the others rank.
+        parameters["hvg"]["flavor"] = "cell_ranger"
+        tiny = with_batches(normalised, {"tiny": slice(0, 2)})
+
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            annotated = select_highly_variable_genes(tiny, as_params(parameters))
+
+        assert annotated.uns[RECORD_KEY]["hvg_batches_left_out"] == {"tiny": 2}
+        assert "'tiny' (2 cells: Bin edges must be unique" in caplog.text
+        assert annotated.var["highly_variable"].sum() == 50
+
+    def test_a_batch_in_which_no_gene_varies_is_left_out(self, normalised, parameters):
+        parameters["hvg"]["flavor"] = "seurat"
+        twins = with_batches(normalised, {"twins": slice(0, 2)})
+        values = twins.X.toarray()
+        values[1] = values[0]
+        twins.X = sparse.csr_matrix(values)
+
+        annotated = select_highly_variable_genes(twins, as_params(parameters))
+
+        assert annotated.uns[RECORD_KEY]["hvg_batches_left_out"] == {"twins": 2}
+        assert annotated.var["highly_variable"].sum() == 50
 
     @pytest.mark.parametrize("layout", [np.asarray, sparse.csr_matrix])
     def test_varying_genes_count_implicit_zeros(self, layout):
@@ -203,3 +248,15 @@ def test_the_loess_crashes_below_one_point_per_window_and_refuses_above():
 
     assert exit_code(3, 0.3) != 0  # a segmentation fault: 0.9 points per window
     assert exit_code(loess_genes_needed(0.3) - 2, 0.3) == 0
+
+
+def test_a_batch_category_without_cells_is_not_ranked_in(normalised, parameters):
+    """scanpy's dispersion flavors rank genes in every category of the batch column; one
+    without cells made them fail (IndexError)."""
+    parameters["hvg"]["flavor"] = "seurat"
+    normalised.obs["batch"] = normalised.obs["batch"].cat.add_categories(["unused"])
+
+    annotated = select_highly_variable_genes(normalised, as_params(parameters))
+
+    assert annotated.var["highly_variable"].sum() == 50
+    assert "unused" not in annotated.obs["batch"].cat.categories

@@ -2,13 +2,16 @@
 seurat_v3's LOESS span widened step by step where its fit fails.
 
 A batch takes part in the per-batch ranking only when the flavor can rank genes in it:
-it has at least two cells (one cell has no variance), and for ``seurat_v3`` enough
-genes vary within it for the LOESS fit of variance on mean. scikit-misc's LOESS does
+it has at least two cells (one cell has no variance), a gene varies in it, and for
+``seurat_v3`` enough genes vary for the LOESS fit of variance on mean. scikit-misc's LOESS does
 not refuse a fit with fewer points than one window needs: it crashes the process with a
 segmentation fault (a batch of one cell gives it no point at all), so this is checked
-before scanpy runs. Batches that cannot take part are left out of the ranking only; their
-cells stay in the data. ``check_batches_can_be_ranked`` refuses data where no batch can
-take part, and the QC step calls it before anything is saved.
+before scanpy runs: a span too narrow for the genes that vary in some batch is widened,
+and batches that no span can fit are left out of the ranking only; their cells stay in
+the data. The dispersion flavors' per-batch statistics fail (with an error) in ways the
+data do not show beforehand; the batches that fail on their own are then left out.
+``check_batches_can_be_ranked`` refuses data where no batch can take part, and the QC
+step calls it before anything is saved.
 """
 
 from __future__ import annotations
@@ -76,20 +79,27 @@ def select_highly_variable_genes(
         )
         n_top_genes = normalised.n_vars
     selected = with_own_annotations(normalised)
+    # scanpy ranks genes in every category of the batch, cells or none.
+    batches = selected.obs[params.batch_key].astype("category")
+    selected.obs[params.batch_key] = batches.cat.remove_unused_categories()
     left_out = check_batches_can_be_ranked(
         _hvg_input(selected, hvg), selected.obs[params.batch_key], params
     )
-    if left_out:
-        _warn_left_out(left_out, params)
-        ranked = _cells_of_ranked_batches(selected, params.batch_key, left_out)
-        span = _highly_variable_genes(ranked, hvg, n_top_genes, params.batch_key, subset=False)
-        for column in ranked.var.columns:
-            selected.var[column] = ranked.var[column].to_numpy()
-        selected.uns["hvg"] = ranked.uns["hvg"]
-        if hvg.subset:
-            selected = selected[:, selected.var["highly_variable"].to_numpy()].copy()
-    else:
-        span = _highly_variable_genes(selected, hvg, n_top_genes, params.batch_key, hvg.subset)
+    try:
+        selected, span = _rank(selected, params, n_top_genes, left_out)
+    except _BatchesFailed as failed:
+        # The dispersion flavors' per-batch statistics can fail in ways the data do not
+        # show beforehand (cell_ranger's mean bins, all-NaN dispersions): leave out the
+        # batches that fail on their own, and rank in the others.
+        left_out = {**left_out, **failed.batches}
+        if selected.obs[params.batch_key].nunique() == len(left_out):
+            raise DataProcessingError(
+                f"scanpy's {hvg.flavor} ranking of highly variable genes fails in every "
+                f"batch of obs['{params.batch_key}'] ({failed.reason}): {_describe(left_out)}"
+                f". Set data_processing.hvg.flavor: seurat_v3 in {LOCAL_PARAMETERS_FILE}, or "
+                f"merge small batches in {RAW_DATA}."
+            ) from None
+        selected, span = _rank(selected, params, n_top_genes, left_out)
     n_highly_variable = int(selected.var["highly_variable"].sum())
     lineage_record(selected).update(
         n_highly_variable_genes=n_highly_variable,
@@ -106,12 +116,42 @@ def select_highly_variable_genes(
     return selected
 
 
+class _BatchesFailed(Exception):
+    """The batches in which a dispersion flavor's ranking fails on its own."""
+
+    def __init__(self, batches: dict[Any, tuple[int, str]], reason: str) -> None:
+        super().__init__(reason)
+        self.batches = batches
+        self.reason = reason
+
+
+def _rank(
+    selected: ad.AnnData,
+    params: DataProcessingParams,
+    n_top_genes: int,
+    left_out: dict[Any, tuple[int, str]],
+) -> tuple[ad.AnnData, float | None]:
+    """Runs the ranking on the batches not ``left_out``; returns the data and the span."""
+    hvg, batch_key = params.hvg, params.batch_key
+    if not left_out:
+        return selected, _highly_variable_genes(selected, hvg, n_top_genes, batch_key, hvg.subset)
+    _warn_left_out(left_out, params)
+    ranked = _cells_of_ranked_batches(selected, batch_key, left_out)
+    span = _highly_variable_genes(ranked, hvg, n_top_genes, batch_key, subset=False)
+    for column in ranked.var.columns:
+        selected.var[column] = ranked.var[column].to_numpy()
+    selected.uns["hvg"] = ranked.uns["hvg"]
+    if hvg.subset:
+        selected = selected[:, selected.var["highly_variable"].to_numpy()].copy()
+    return selected, span
+
+
 def batches_left_out(counts: Any, batches: pd.Series, hvg: HVGParams) -> dict[Any, tuple[int, str]]:
     """The batches in which ``hvg.flavor`` cannot rank genes, each with its cells and why.
 
     Args:
-        counts: The matrix the flavor reads (raw counts for seurat_v3; for the others
-            only the number of cells matters), cells in the order of ``batches``.
+        counts: The matrix the flavor reads (raw counts for seurat_v3, log-normalised
+            values for the others), cells in the order of ``batches``.
         batches: The batch of each cell.
         hvg: The ``data_processing.hvg`` block.
 
@@ -119,20 +159,23 @@ def batches_left_out(counts: Any, batches: pd.Series, hvg: HVGParams) -> dict[An
         ``{batch: (n_cells, reason)}``, in the order the batches first appear.
     """
     codes, names = pd.factorize(batches.to_numpy(), use_na_sentinel=True)
-    needed = loess_genes_needed(hvg.span)
+    # Batches that a wider span can fit stay: the ranking widens it (``_safe_spans``).
+    needed = loess_genes_needed(_WIDER_SPANS[-1])
     left_out: dict[Any, tuple[int, str]] = {}
     for code, name in enumerate(names):
         rows = np.flatnonzero(codes == code)
         if len(rows) < MIN_CELLS_PER_BATCH:
             left_out[name] = (len(rows), f"{len(rows)} cell: no variance to rank genes by")
-        elif hvg.flavor == "seurat_v3":
-            varying = n_varying_genes(counts[rows])
-            if varying < needed:
-                left_out[name] = (
-                    len(rows),
-                    f"{len(rows)} cells in which {varying} genes vary; seurat_v3's LOESS fit "
-                    f"with span {hvg.span:g} needs at least {needed}",
-                )
+            continue
+        varying = n_varying_genes(counts[rows])
+        if varying == 0:
+            left_out[name] = (len(rows), f"{len(rows)} cells in which no gene varies")
+        elif hvg.flavor == "seurat_v3" and varying < needed:
+            left_out[name] = (
+                len(rows),
+                f"{len(rows)} cells in which {varying} genes vary; seurat_v3's LOESS fit "
+                f"needs at least {needed}",
+            )
     return left_out
 
 
@@ -236,17 +279,19 @@ def _highly_variable_genes(
     if hvg.flavor != "seurat_v3":
         try:
             sc.pp.highly_variable_genes(adata, **options)
-        except ValueError as error:  # e.g. cell_ranger's mean bins in a small batch
+        except (ValueError, IndexError) as error:  # cell_ranger's bins, all-NaN dispersions
+            failing = _failing_batches(adata, hvg, batch_key)
+            if failing:
+                raise _BatchesFailed(failing, _reason(error)) from None
             raise DataProcessingError(
                 f"scanpy's {hvg.flavor} ranking of highly variable genes failed "
-                f"({_reason(error)}); a batch of obs['{batch_key}'] may have too few cells "
-                f"or genes (smallest: {_smallest_batches(adata, batch_key)}). Set "
-                f"data_processing.hvg.flavor: seurat_v3 in {LOCAL_PARAMETERS_FILE}, or merge "
-                f"small batches in {RAW_DATA}."
+                f"({_reason(error)}). Set data_processing.hvg.flavor: seurat_v3 in "
+                f"{LOCAL_PARAMETERS_FILE}."
             ) from None
         return None
-    spans = [hvg.span, *(span for span in _WIDER_SPANS if span > hvg.span)]
+    spans = _safe_spans(adata, hvg, batch_key)
     failure: ValueError | None = None
+    reason = ""
     for span in spans:
         try:
             # The fit fails before scanpy writes anything, so a retry starts clean.
@@ -257,11 +302,11 @@ def _highly_variable_genes(
             continue
         if span != hvg.span:
             logger.warning(
-                "seurat_v3's LOESS fit failed with data_processing.hvg.span = %g (%s); "
-                "used span %g. Set data_processing.hvg.span: %g in %s to skip the failing "
-                "attempts.",
+                "seurat_v3's LOESS fit failed or could not run with data_processing.hvg.span "
+                "= %g (%s); used span %g. Set data_processing.hvg.span: %g in %s to skip the "
+                "failing attempts.",
                 hvg.span,
-                reason,
+                reason or "too narrow for the genes that vary in a batch",
                 span,
                 span,
                 LOCAL_PARAMETERS_FILE,
@@ -275,7 +320,50 @@ def _highly_variable_genes(
     ) from failure
 
 
-def _reason(error: ValueError) -> str:
+def _safe_spans(adata: ad.AnnData, hvg: HVGParams, batch_key: str) -> list[float]:
+    """The spans to try, narrowest first, without those whose LOESS window would hold
+    no gene in some batch (scikit-misc crashes the process there, see the module)."""
+    spans = [hvg.span, *(span for span in _WIDER_SPANS if span > hvg.span)]
+    batches = adata.obs[batch_key].to_numpy()
+    fewest = min(
+        n_varying_genes(adata.layers[COUNTS_LAYER][batches == name]) for name in pd.unique(batches)
+    )
+    safe = [span for span in spans if loess_genes_needed(span) <= fewest]
+    if len(safe) < len(spans):
+        logger.info(
+            "seurat_v3: LOESS spans %s skipped: a batch has only %d genes that vary.",
+            [span for span in spans if span not in safe],
+            fewest,
+        )
+    return safe
+
+
+def _failing_batches(
+    adata: ad.AnnData, hvg: HVGParams, batch_key: str
+) -> dict[Any, tuple[int, str]]:
+    """The batches whose ranking fails on its own (a dispersion flavor), with why.
+
+    Each batch is ranked alone the way scanpy ranks it among others (its per-batch
+    path, which leaves out the genes the batch does not express).
+    """
+    failing = {}
+    for name in pd.unique(adata.obs[batch_key]):
+        cells = (adata.obs[batch_key] == name).to_numpy()
+        alone = ad.AnnData(
+            X=adata.X[cells],
+            obs=pd.DataFrame({batch_key: np.full(int(cells.sum()), "alone")}),
+            uns={key: adata.uns[key] for key in ("log1p",) if key in adata.uns},
+        )
+        try:
+            sc.pp.highly_variable_genes(
+                alone, flavor=hvg.flavor, n_top_genes=1, batch_key=batch_key, inplace=False
+            )
+        except (ValueError, IndexError) as error:
+            failing[name] = (int(cells.sum()), f"{int(cells.sum())} cells: {_reason(error)}")
+    return failing
+
+
+def _reason(error: Exception) -> str:
     reason = error.args[0] if error.args else error
     reason = reason.decode().strip() if isinstance(reason, bytes) else str(reason)
     return reason.splitlines()[0] if reason else type(error).__name__

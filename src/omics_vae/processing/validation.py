@@ -52,6 +52,11 @@ def validate_raw_data(
             missing values, the counts are not non-negative integers, or the cells are
             too few for the split and a training batch.
     """
+    if raw_counts.n_vars == 0:
+        raise DataProcessingError(
+            f"{RAW_DATA} has no genes ({raw_counts.n_obs:,} cells x 0 genes). Point "
+            f"{RAW_DATA} in {LOCAL_CATALOG_FILE} at a file of counts."
+        )
     _check_obs_key(raw_counts, params.batch_key, "batch_key")
     if params.cell_type_key is not None:
         _check_obs_key(raw_counts, params.cell_type_key, "cell_type_key")
@@ -68,7 +73,9 @@ def validate_raw_data(
     )
     for key in (params.batch_key, params.cell_type_key):
         if key is not None:
-            validated.obs[key] = validated.obs[key].astype("category")
+            # Only the categories cells have: scanpy ranks genes in every category.
+            column = validated.obs[key].astype("category")
+            validated.obs[key] = column.cat.remove_unused_categories()
     _log_empty_cells_and_genes(validated.X)
     validated.uns[RECORD_KEY] = {
         "params": params.model_dump(mode="json"),
