@@ -11,7 +11,7 @@ from omics_vae.datasets import H5ADDataset
 from omics_vae.processing import counts
 from omics_vae.processing.errors import LOCAL_PARAMETERS_FILE, DataProcessingError
 from omics_vae.processing.validation import validate_raw_data
-from tests.printed_fixes import printed_settings
+from tests.printed_fixes import apply, printed_settings
 from tests.processing.simulated_counts import as_params
 
 # Far past the first 100,000 values in any storage order, where a sampled check missed it.
@@ -168,7 +168,10 @@ class TestCountsStoredAsNumbers:
         assert f"are stored as {values.dtype}, which cannot hold counts" in message
         # The fix names the matrix that does hold counts.
         assert "adata.X holds integers: set data_processing.counts_layer: null" in message
-        assert printed_settings(message) == {"data_processing.counts_layer": None}
+        settings = printed_settings(message)
+        assert settings == {"data_processing.counts_layer": None}
+        fixed = apply(settings, {"data_processing": parameters})["data_processing"]
+        assert validate_raw_data(raw_counts, as_params(fixed)).n_obs == 300
 
     def test_integer_and_boolean_counts_pass(self, raw_counts, parameters):
         raw_counts.layers["int"] = sparse.csr_matrix(raw_counts.X, dtype=np.int32)

@@ -22,6 +22,7 @@ from omics_vae.processing.hvg import (
     n_varying_genes,
     select_highly_variable_genes,
 )
+from tests.printed_fixes import apply, printed_settings
 from tests.processing.simulated_counts import as_params
 
 LOGGER = "omics_vae.processing"
@@ -260,3 +261,19 @@ def test_a_batch_category_without_cells_is_not_ranked_in(normalised, parameters)
 
     assert annotated.var["highly_variable"].sum() == 50
     assert "unused" not in annotated.obs["batch"].cat.categories
+
+
+def test_a_flavor_that_fails_in_every_batch_prints_one_that_works(normalised, parameters):
+    parameters["hvg"].update(flavor="cell_ranger", n_top_genes=5)
+    few_genes = normalised[:, 5:13].copy()  # 8 genes: cell_ranger's 19 mean bins repeat
+
+    with pytest.raises(DataProcessingError) as refused:
+        select_highly_variable_genes(few_genes, as_params(parameters))
+
+    message = str(refused.value)
+    assert "cell_ranger ranking of highly variable genes fails in every batch" in message
+    settings = printed_settings(message)
+    assert settings == {"data_processing.hvg.flavor": "seurat_v3"}
+    fixed = apply(settings, {"data_processing": parameters})["data_processing"]
+    annotated = select_highly_variable_genes(few_genes, as_params(fixed))
+    assert annotated.var["highly_variable"].sum() == 5
