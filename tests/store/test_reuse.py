@@ -96,13 +96,14 @@ def test_relabelled_cells_with_the_same_counts_get_another_fingerprint(
     relabelled.obs["cell_type"] = relabelled.obs["cell_type"].sample(frac=1, random_state=0).values
     rebatched = model_input.copy()
     rebatched.obs["batch"] = rebatched.obs["batch"].iloc[::-1].to_numpy()
-    unlabelled_cell = model_input.copy()
-    unlabelled_cell.obs["cell_type"] = unlabelled_cell.obs["cell_type"].astype(object)
-    unlabelled_cell.obs.iloc[0, unlabelled_cell.obs.columns.get_loc("cell_type")] = None
+    # (A cell without a label is refused before any fingerprint: test_training_input.)
+    one_cell_relabelled = model_input.copy()
+    one_cell_relabelled.obs["cell_type"] = one_cell_relabelled.obs["cell_type"].astype(object)
+    one_cell_relabelled.obs.iloc[0, one_cell_relabelled.obs.columns.get_loc("cell_type")] = "new"
 
     fingerprints = {
         _fingerprint(changed, training_params)
-        for changed in (relabelled, rebatched, unlabelled_cell)
+        for changed in (relabelled, rebatched, one_cell_relabelled)
     }
     assert reference not in fingerprints
     assert len(fingerprints) == 3

@@ -121,7 +121,7 @@ def embedding_record(embeddings: AnnData) -> dict[str, Any]:
                 f"uns['embedding']['{field}'] names obs['{key}'], absent from the embeddings "
                 f"(obs columns: {sorted(embeddings.obs.columns)}). Re-run the embedding "
                 "pipeline on data processed with that key, or fix data_processing."
-                f"{field} in conf/base/parameters_data_processing.yml."
+                f"{field} in conf/local/parameters_data_processing.yml."
             )
     return record
 

@@ -26,22 +26,26 @@ __all__ = [
 ]
 
 
-def validate_raw_data(raw_counts: ad.AnnData, parameters: DataProcessingParams) -> ad.AnnData:
+def validate_raw_data(
+    raw_counts: ad.AnnData, parameters: DataProcessingParams, batch_size: int | None = None
+) -> ad.AnnData:
     """Checks the raw data against the parameters and puts the counts in ``X``.
 
+    ``batch_size`` is ``training.trainer.batch_size``: data too small to fill one
+    training batch are refused here, before anything is saved.
     See ``omics_vae.processing.validation.validate_raw_data``.
     """
-    return validation.validate_raw_data(raw_counts, parameters)
+    return validation.validate_raw_data(raw_counts, parameters, batch_size)
 
 
 def filter_cells_and_genes(
-    validated: ad.AnnData, parameters: DataProcessingParams
+    validated: ad.AnnData, parameters: DataProcessingParams, batch_size: int | None = None
 ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
     """Removes low-quality cells, then rare genes: ``(filtered, qc_metrics, qc_summary)``.
 
     See ``omics_vae.processing.qc.filter_cells_and_genes``.
     """
-    return qc.filter_cells_and_genes(validated, parameters)
+    return qc.filter_cells_and_genes(validated, parameters, batch_size)
 
 
 def normalise_counts(filtered: ad.AnnData, parameters: DataProcessingParams) -> ad.AnnData:
