@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from omics_vae.schemas import PARAMETER_SCHEMAS
+from omics_vae.context import parameter_schemas
 
 _SETTING = re.compile(
-    r"\b(?P<key>(?:" + "|".join(PARAMETER_SCHEMAS) + r")(?:\.\w+)+): "
+    r"\b(?P<key>(?:" + "|".join(parameter_schemas()) + r")(?:\.\w+)+): "
     r"(?P<value>\[\]|null|true|false|-?\d+(?:\.\d+)?(?:e-?\d+)?|[A-Za-z_]\w*)"
 )
 
@@ -39,5 +39,5 @@ def apply(settings: dict[str, Any], blocks: dict[str, dict[str, Any]]) -> dict[s
             target = target.setdefault(part, {})
         target[leaf] = value
     for block in {dotted.split(".")[0] for dotted in settings}:
-        PARAMETER_SCHEMAS[block].model_validate(changed[block])
+        parameter_schemas()[block].model_validate(changed[block])
     return changed

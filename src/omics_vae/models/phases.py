@@ -614,6 +614,7 @@ class PhaseController(Callback):
         self._plateau_best = math.inf
         self._plateau_wait = 0
         self._loaded: dict[str, Any] | None = None
+        self._settings_epoch: int | None = None
 
     @property
     def phase(self) -> Phase:
@@ -674,11 +675,22 @@ class PhaseController(Callback):
                 self.phase.name,
                 trainer.current_epoch,
             )
+        self._apply_epoch_settings(trainer, pl_module)
+
+    def _apply_epoch_settings(self, trainer: L.Trainer, pl_module: BaseVAE) -> None:
+        """Frozen parts in eval mode and the loss weights of the current epoch."""
+        self._settings_epoch = trainer.current_epoch
         self._set_frozen_parts_to_eval(pl_module)
         epoch_in_phase = trainer.current_epoch - self.phase_start_epoch
         pl_module.set_loss_weight_overrides(
             self.phase.loss_weights(epoch_in_phase, trainer.current_epoch)
         )
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # A run resumed in the middle of an epoch (stopped by a signal) gets no
+        # on_train_epoch_start for that epoch: its settings are applied at its first batch.
+        if self._settings_epoch != trainer.current_epoch:
+            self._apply_epoch_settings(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.scheduler is not None and self.phase.scheduler.interval == "step":
