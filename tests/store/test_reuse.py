@@ -20,6 +20,7 @@ from omics_vae.store.reuse import (
     SINGLE_CELL_ARTIFACTS,
     ModelStore,
     find_trained_model,
+    retrieve_or_train,
 )
 from omics_vae.training.identity import fingerprint_of
 from omics_vae.training.single_cell import checked_identity
@@ -207,3 +208,18 @@ def test_an_unreadable_stored_model_falls_back_to_training_and_says_so(
     assert "corrupt or truncated" in warning
     assert "artifacts:/model.ckpt" in warning
     assert "/tmp" not in warning
+
+
+def test_a_dry_run_does_not_look_for_a_model_to_reuse():
+    class UnusableStore:
+        def __getattr__(self, name):
+            raise AssertionError(f"a dry run searched the store ({name})")
+
+    _, _, summary = retrieve_or_train(
+        lambda: ("model", "history", {"dry_run": True}),
+        fingerprint="f",
+        artifacts=SINGLE_CELL_ARTIFACTS,
+        store=UnusableStore(),
+        dry_run=True,
+    )
+    assert summary == {"dry_run": True, FINGERPRINT_TAG: "f", "reused_from_run": None}

@@ -4,8 +4,8 @@ look anomalous.
 
 Every node reads ``evaluation_cells``, built once by :func:`prepare_evaluation_cells`.
 The computation lives in the Kedro-free ``omics_vae.evaluation``; a node passes it
-the validated ``evaluation`` block. Nodes without parameters are the library
-functions themselves.
+the validated ``evaluation`` block, or the part of it that it needs. Nodes that pass
+their inputs through unchanged are the library functions themselves.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
-from omics_vae.evaluation import anomalies, figures, integration, preparation, umaps
+from omics_vae.evaluation import anomalies, figures, umaps
 from omics_vae.evaluation.figures import plot_latent_association, plot_umaps
-from omics_vae.evaluation.integration import scib_results_to_metrics
+from omics_vae.evaluation.integration import benchmark_integration, scib_results_to_metrics
+from omics_vae.evaluation.preparation import prepare_evaluation_cells
 from omics_vae.evaluation.statistics import compute_latent_association
 from omics_vae.schemas.evaluation import EvaluationParams
 
@@ -31,37 +32,6 @@ __all__ = [
     "scib_results_to_metrics",
     "score_anomalies",
 ]
-
-
-def prepare_evaluation_cells(
-    embeddings: AnnData, model_input: AnnData, params: EvaluationParams
-) -> AnnData:
-    """The evaluated cells, their latents and the baselines in one AnnData.
-
-    Args:
-        embeddings: Output of the embedding pipeline.
-        model_input: The processed cells the embedding was made from.
-        params: The ``evaluation`` parameter block.
-
-    Returns:
-        See :func:`omics_vae.evaluation.preparation.prepare_evaluation_cells`.
-    """
-    return preparation.prepare_evaluation_cells(embeddings, model_input, params)
-
-
-def benchmark_integration(
-    evaluation_cells: AnnData, params: EvaluationParams
-) -> tuple[pd.DataFrame, Figure]:
-    """scib-metrics' benchmark of the model's latent and the baselines.
-
-    Args:
-        evaluation_cells: Output of :func:`prepare_evaluation_cells`.
-        params: The ``evaluation`` parameter block.
-
-    Returns:
-        See :func:`omics_vae.evaluation.integration.benchmark_integration`.
-    """
-    return integration.benchmark_integration(evaluation_cells, params)
 
 
 def compute_umaps(evaluation_cells: AnnData, params: EvaluationParams) -> pd.DataFrame:

@@ -3,7 +3,8 @@ other on held-out samples, for the joint VAE and for baselines fitted in the sam
 
 The computation lives in the Kedro-free ``omics_vae.evaluation.imputation`` and
 ``imputation_figures``; a node validates the ``paired.evaluation`` parameter block and
-calls it. Nodes without parameters are the library functions themselves.
+calls it. Nodes that pass their inputs through unchanged are the library functions
+themselves.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from anndata import AnnData
 from matplotlib.figure import Figure
 
-from omics_vae.evaluation import imputation, imputation_figures
-from omics_vae.evaluation.imputation import imputation_metrics, score_imputations
+from omics_vae.evaluation import imputation_figures
+from omics_vae.evaluation.imputation import (
+    imputation_metrics,
+    predict_held_out,
+    score_imputations,
+)
 from omics_vae.evaluation.imputation_figures import (
     plot_feature_histograms,
     plot_imputation_summary,
@@ -30,26 +34,6 @@ __all__ = [
     "predict_held_out",
     "score_imputations",
 ]
-
-
-def predict_held_out(
-    paired_model_input: AnnData,
-    paired_imputed: AnnData,
-    paired_scalers: dict[str, Any],
-    params: PairedEvaluationParams,
-) -> dict[str, Any]:
-    """Measured and predicted values of each platform on the evaluation split.
-
-    Args:
-        paired_model_input: The processed, scaled samples of both platforms.
-        paired_imputed: The joint VAE's imputations of the same samples and features.
-        paired_scalers: The scaler record of ``paired_processing``.
-        params: The ``paired.evaluation`` parameter block.
-
-    Returns:
-        See :func:`omics_vae.evaluation.imputation.predict_held_out`.
-    """
-    return imputation.predict_held_out(paired_model_input, paired_imputed, paired_scalers, params)
 
 
 def plot_best_worst_features(

@@ -31,8 +31,8 @@ def train_or_reuse_joint_model(
         fingerprint=training_fingerprint(paired_model_input, data_fingerprint, params),
         artifacts=PAIRED_ARTIFACTS,
         store=model_store,
-        # A dry run only prints the plan: it neither reuses nor trains a model.
-        force_retrain=force_retrain or params.dry_run,
+        force_retrain=force_retrain,
+        dry_run=params.dry_run,
     )
 
 

@@ -50,8 +50,8 @@ def train_or_reuse_model(
         fingerprint=fingerprint_of(identity),
         artifacts=SINGLE_CELL_ARTIFACTS,
         store=model_store,
-        # A dry run only prints the plan: it neither reuses nor trains a model.
-        force_retrain=force_retrain or params.dry_run,
+        force_retrain=force_retrain,
+        dry_run=params.dry_run,
     )
 
 
