@@ -48,14 +48,40 @@ class ParameterValidationHooks:
         context.params  # noqa: B018 - the property validates, once, and keeps the result
 
 
-class ParameterLoggingMlflowHook(MlflowHook):
-    """kedro-mlflow's hook, logging a node's validated parameter objects under the same
-    dotted keys as the dictionaries they were read from (kedro-mlflow flattens only
-    dictionaries). It replaces the plugin's own instance (``DISABLE_HOOKS_FOR_PLUGINS``)."""
+class ProjectMlflowHook(MlflowHook):
+    """kedro-mlflow's hook, replacing the plugin's own instance
+    (``DISABLE_HOOKS_FOR_PLUGINS``), with two changes:
+
+    - a node's validated parameter objects are logged under the same dotted keys as the
+      dictionaries they were read from (kedro-mlflow flattens only dictionaries);
+    - a failed run's MLflow runs end with the error's ``mlflow_status`` (``KILLED`` for
+      training stopped by a signal, else ``FAILED``), also when no run is active in this
+      thread (where kedro-mlflow 2's own handler raises ``UnboundLocalError``).
+    """
 
     @hook_impl
     def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool) -> None:
         super().before_node_run(node, catalog, loggable(inputs), is_async)
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params, pipeline, catalog) -> None:
+        if not self._is_mlflow_enabled or self._already_active_mlflow:
+            super().on_pipeline_error(error, run_params, pipeline, catalog)
+            return
+        status = run_status_of(error)
+        closed = set()
+        while mlflow.active_run():
+            closed.add(mlflow.active_run().info.run_id)
+            mlflow.end_run(status)
+        if self.run_id is not None and self.run_id not in closed:
+            mlflow.MlflowClient().set_terminated(self.run_id, status)
+        logger.info("The MLflow run %s ended as %s: %s", self.run_id, status, error)
+
+
+def run_status_of(error: BaseException) -> str:
+    """How the MLflow runs of a failed pipeline end: the error's own ``mlflow_status``
+    (``KILLED`` for training stopped by a signal), else ``FAILED``."""
+    return getattr(error, "mlflow_status", RunStatus.to_string(RunStatus.FAILED))
 
 
 def loggable(value: Any) -> Any:
@@ -428,8 +454,8 @@ class SweepRunHooks:
         self._close_child_runs(RunStatus.FINISHED)
 
     @hook_impl
-    def on_pipeline_error(self) -> None:
-        self._close_child_runs(RunStatus.FAILED)
+    def on_pipeline_error(self, error: Exception) -> None:
+        self._close_child_runs(RunStatus.from_string(run_status_of(error)))
 
     def _activate(self, node, run_id: str | None) -> None:
         active = mlflow.active_run()

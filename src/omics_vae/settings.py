@@ -5,8 +5,8 @@ from omics_vae.hooks import (
     DryRunHooks,
     MlflowLineageHooks,
     ParallelRunnerHooks,
-    ParameterLoggingMlflowHook,
     ParameterValidationHooks,
+    ProjectMlflowHook,
     RegisteredModelHooks,
     RunIntegrityHooks,
     SweepRunHooks,
@@ -24,10 +24,11 @@ HOOKS = (
     SweepRunHooks(),
     MlflowLineageHooks(),
     RegisteredModelHooks(),
-    ParameterLoggingMlflowHook(),
+    ProjectMlflowHook(),
 )
-# kedro-mlflow's hook is registered above, as ParameterLoggingMlflowHook, which logs the
-# validated parameter objects nodes receive under their usual keys.
+# kedro-mlflow's hook is registered above, as ProjectMlflowHook, which logs the
+# validated parameter objects nodes receive under their usual keys and ends an
+# interrupted run as KILLED.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow",)
 
 # Every parameter block validated once, when the context is created (omics_vae.context).
