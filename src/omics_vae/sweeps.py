@@ -332,10 +332,12 @@ class SweepConfigLoader(OmegaConfigLoader):
     """
 
     def __getitem__(self, key: str) -> dict[str, Any]:
-        config = super().__getitem__(key)
         if key != "parameters":
-            return config
-        config = with_default_hyperparameters(config)
-        if config.get(SWEEPS_KEY):
-            config = {**config, **sweep_parameters(config)}
-        return config
+            return super().__getitem__(key)
+        # Read by the context, the pipeline registry and plugins: expanded once.
+        if getattr(self, "_expanded_parameters", None) is None:
+            config = with_default_hyperparameters(super().__getitem__(key))
+            if config.get(SWEEPS_KEY):
+                config = {**config, **sweep_parameters(config)}
+            self._expanded_parameters = config
+        return copy.deepcopy(self._expanded_parameters)
