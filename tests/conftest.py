@@ -140,6 +140,21 @@ def use_pbmc_3chem(project: Path, pbmc_path: Path) -> None:
     )
 
 
+# scib-metrics that compile in seconds (the full default set takes a minute or more per
+# run): for runs whose evaluation is not what their test is about. The default set runs
+# end to end in the short run, the pbmc run and tests/pipelines/evaluation.
+QUICK_METRICS = {"bio": ["silhouette_label"], "batch": ["ilisi_knn", "graph_connectivity"]}
+
+
+def use_quick_metrics(project: Path) -> None:
+    """Have a project copy's evaluation compute QUICK_METRICS only (a local parameters
+    file; parameters merge key by key over conf/base)."""
+    write_yaml(
+        project / "conf" / "local" / "parameters_evaluation.yml",
+        {"evaluation": {"metrics": QUICK_METRICS}},
+    )
+
+
 # Tiny processed data and fast training parameters for the model tests.
 
 

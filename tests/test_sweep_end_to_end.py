@@ -9,7 +9,12 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import use_pbmc_3chem, use_small_simulated_counts, write_yaml
+from tests.conftest import (
+    use_pbmc_3chem,
+    use_quick_metrics,
+    use_small_simulated_counts,
+    write_yaml,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +52,7 @@ def test_a_sweep_on_pbmc_tracks_each_variant_compares_them_and_never_trains_twic
     project_copy, kedro_cli, pbmc_3chem_path
 ):
     use_pbmc_3chem(project_copy, pbmc_3chem_path)
+    use_quick_metrics(project_copy)  # the sweep's tracking is under test, not scib-metrics
     grid = {"training.hyperparameters.invae.n_latent_bio": [8, 16]}
     _sweep(project_copy, "size", {"grid": grid, "seeds": [0, 1]})
 
@@ -124,6 +130,7 @@ def test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_resu
             "qc": {"min_genes_per_cell": 20, "min_counts_per_cell": 50},
         },
     )
+    use_quick_metrics(project_copy)
     _sweep(project_copy, "tiny", {"grid": {"training.hyperparameters.invae.n_latent_bio": [4, 8]}})
     fast = "training.trainer.max_epochs=3,training.trainer.batch_size=64"
 
