@@ -4,8 +4,13 @@ not active in this thread."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from kedro_mlflow.framework.hooks import MlflowHook
 
 from omics_vae.hooks import ProjectMlflowHook
 from omics_vae.models.interruption import TrainingInterrupted
@@ -55,3 +60,14 @@ def test_a_parent_run_not_active_in_this_thread_is_ended_too(store):
     _hook_of(parent.info.run_id).on_pipeline_error(ValueError("x"), {}, None, None)
 
     assert store.get_run(parent.info.run_id).info.status == "FAILED"
+
+
+def test_the_project_hook_replaces_the_plugins_own(monkeypatch):
+    # Both registered would open two MLflow runs per `kedro run`, one nested in the other.
+    project = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(project)
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project) as session:
+        plugins = session._hook_manager.get_plugins()
+    mlflow_hooks = [plugin for plugin in plugins if isinstance(plugin, MlflowHook)]
+    assert [type(hook) for hook in mlflow_hooks] == [ProjectMlflowHook]

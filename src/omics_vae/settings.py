@@ -29,7 +29,8 @@ HOOKS = (
 # kedro-mlflow's hook is registered above, as ProjectMlflowHook, which logs the
 # validated parameter objects nodes receive under their usual keys and ends an
 # interrupted run as KILLED.
-DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow",)
+# Kedro matches the distribution's name as its metadata writes it (kedro_mlflow).
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 
 # Every parameter block validated once, when the context is created (omics_vae.context).
 CONTEXT_CLASS = ProjectContext
