@@ -9,6 +9,7 @@ from typing import Any
 
 import anndata as ad
 import numpy as np
+import torch
 import yaml
 
 from omics_vae.data.simulate import simulate_counts
@@ -41,3 +42,14 @@ def fast_training_params(checkpoint_dir: Path) -> dict[str, Any]:
         hyperparameters.update(n_hidden=16)
     params["checkpoint_dir"] = str(checkpoint_dir)
     return params
+
+
+def assert_resumed_like_uninterrupted(resumed, history, uninterrupted, full_history) -> None:
+    """A resumed run ends where the uninterrupted one did: same losses per epoch, same
+    weights."""
+    np.testing.assert_allclose(history["val/loss"], full_history["val/loss"], rtol=1e-5)
+    np.testing.assert_allclose(history["train/loss"], full_history["train/loss"], rtol=1e-5)
+    for a, b in zip(
+        uninterrupted.state_dict().values(), resumed.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
