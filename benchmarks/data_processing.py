@@ -9,7 +9,7 @@ Each measurement is a fresh process whose wall time and peak RSS (``wait4``) are
 - ``kedro``: ``KedroSession.create(...).run(pipeline_names=["data_processing"])`` in a
   temporary copy of the project, so parameter validation, hooks, kedro-mlflow tracking
   and versioned writes are all included.
-- ``kedro-cli``: ``kedro run --pipeline data_processing`` in the same copy (the path a
+- ``kedro-cli``: ``kedro run --pipelines data_processing`` in the same copy (the path a
   user takes; adds the CLI's plugin discovery to ``kedro``).
 
 The simulated raw counts are generated once per size to an ``.h5ad`` under the work folder
@@ -348,7 +348,7 @@ def _measure_once(variant: str, project: Path, raw: Path, work: Path) -> Measure
         command = [*_worker_command("kedro"), "--project", str(project), "--result", str(result)]
     else:
         kedro = Path(sys.executable).parent / "kedro"
-        command = [str(kedro), "run", "--pipeline", PIPELINE]
+        command = [str(kedro), "run", "--pipelines", PIPELINE]
     measurement = run_measured(command, result, log, cwd=project, env=env)
     _drop_versioned_outputs(project)
     return measurement

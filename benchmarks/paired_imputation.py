@@ -1,6 +1,6 @@
 """Paired imputation on CITE-seq: the joint VAE against the baselines of the same run.
 
-Runs `kedro run --pipeline paired` in a copy of the project with platform A = RNA
+Runs `kedro run --pipelines paired` in a copy of the project with platform A = RNA
 (counts per 10k, log1p, 2,000 most variable genes) and platform B = 49 surface proteins
 (counts per 10k, log1p), 70/10/20 % train/val/test cells, once per training seed, and
 writes the test-split scores of every method to benchmarks/results/paired_imputation.*.
@@ -40,9 +40,9 @@ PROCESSING = {
 
 
 def run_seed(project: Path, seed: int) -> list[dict]:
-    """One `kedro run --pipeline paired`; the summary rows of its evaluation."""
+    """One `kedro run --pipelines paired`; the summary rows of its evaluation."""
     subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--pipeline", "paired", "--params",
+        [sys.executable, "-m", "kedro", "run", "--pipelines", "paired", "--params",
          f"paired.training.seed={seed},paired.training.trainer.num_threads=1"],
         cwd=project, check=True, capture_output=True,
     )  # fmt: skip

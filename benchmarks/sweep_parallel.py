@@ -2,7 +2,7 @@
 
 A sweep of 2 latent sizes x 2 seeds (4 inVAE variants, fixed epochs, no early stopping)
 trains on the embedded default data (3,000 cells, processed once, untimed) in a
-throw-away copy of the project, through ``kedro run --pipeline sweep_bench --tags
+throw-away copy of the project, through ``kedro run --pipelines sweep_bench --tags
 training --params force_retrain=true,...`` as a user runs it:
 
 - ``sequential``: the default runner, torch's own thread count (all cores);
@@ -62,7 +62,7 @@ def main() -> None:
     )
     kedro = [sys.executable, "-m", "kedro"]
     run_measured(
-        [*kedro, "run", "--pipeline", "data_processing"],
+        [*kedro, "run", "--pipelines", "data_processing"],
         args.workdir / "unused.json",
         args.workdir / "logs" / "data_processing.log",
         cwd=project,
@@ -75,7 +75,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name, (runner, extra_params) in CONFIGURATIONS.items():
             wait_for_quiet(max_busy=0.15, max_wait_s=120)
-            command = [*kedro, "run", "--pipeline", "sweep_bench", "--tags", "training"]
+            command = [*kedro, "run", "--pipelines", "sweep_bench", "--tags", "training"]
             measurement = run_measured(
                 [*command, *runner, "--params", params + extra_params],
                 args.workdir / "unused.json",

@@ -55,7 +55,7 @@ def short_run_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     kedro(
         project,
         "run",
-        "--pipeline",
+        "--pipelines",
         "training",
         "--params",
         ",".join((*FAST_TRAINING, "training.seed=1")),
@@ -67,7 +67,7 @@ def short_run_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     kedro(
         project,
         "run",
-        "--pipeline",
+        "--pipelines",
         f"sweep_{SWEEP}",
         "--tags",
         "training",
@@ -83,12 +83,12 @@ FAST_PAIRED = ("paired.training.trainer.max_epochs=3", "paired.training.trainer.
 
 
 def paired_short_run(project: Path) -> Path:
-    """``kedro run --pipeline paired`` once in the shared short-run project, on demand.
+    """``kedro run --pipelines paired`` once in the shared short-run project, on demand.
 
     Only the tests that read the paired outputs (the paired notebook) pay for it.
     """
     done = project.parent / "paired_done"
     if not done.exists():
-        kedro(project, "run", "--pipeline", "paired", "--params", ",".join(FAST_PAIRED))
+        kedro(project, "run", "--pipelines", "paired", "--params", ",".join(FAST_PAIRED))
         done.touch()
     return project

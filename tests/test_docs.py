@@ -22,16 +22,16 @@ EXERCISED_COMMANDS = {
     'pip install -e ".[dev]"': ".ci/run",
     "pytest": ".ci/run",
     "kedro run": "tests/short_run.py (and tests/test_end_to_end.py)",
-    "kedro run --pipeline training": "tests/test_end_to_end.py, tests/short_run.py",
+    "kedro run --pipelines training": "tests/test_end_to_end.py, tests/short_run.py",
     "kedro jupyter lab": "tests/test_notebooks.py",
-    "kedro run --pipeline paired": "tests/test_paired_end_to_end.py",
-    "kedro run --pipeline sweep_<name>": (
+    "kedro run --pipelines paired": "tests/test_paired_end_to_end.py",
+    "kedro run --pipelines sweep_<name>": (
         "tests/test_sweep_end_to_end.py (sweep_size, sweep_joint; each with --params)"
     ),
-    "kedro run --pipeline sweep_<name> --tags training": (
+    "kedro run --pipelines sweep_<name> --tags training": (
         "tests/test_sweep_end_to_end.py, tests/short_run.py (sweep_compare)"
     ),
-    "kedro run --pipeline sweep_<name> --runner ParallelRunner": (
+    "kedro run --pipelines sweep_<name> --runner ParallelRunner": (
         "tests/test_sweep_end_to_end.py::"
         "test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_results"
     ),
@@ -41,7 +41,7 @@ EXERCISED_COMMANDS = {
     "kedro run --env three_phase": (
         "tests/test_end_to_end.py::test_the_shipped_three_phase_recipe_trains_on_pbmc_and_tracks_each_phase"
     ),
-    "kedro run --pipeline embedding --params embedding.model_uri=models:/invae@champion": (
+    "kedro run --pipelines embedding --params embedding.model_uri=models:/invae@champion": (
         "tests/test_runs.py::test_kedro_embeds_with_the_registered_champion"
     ),
 }
@@ -109,3 +109,25 @@ def test_every_command_on_a_page_is_one_the_tests_run():
             shown.update(line.strip() for line in block.splitlines() if line.strip())
     untested = shown - set(EXERCISED_COMMANDS)
     assert not untested, f"commands no test runs (add a test, or show them as text): {untested}"
+
+
+DEPRECATED_PIPELINE_OPTION = re.compile(r"--pipeline(?![s\w])")
+
+
+def test_no_page_message_or_notebook_uses_the_deprecated_pipeline_option():
+    """Kedro 1.7 warns on every `--pipeline`; `--pipelines` also takes a comma list."""
+    written = [PROJECT_ROOT / "README.md", *DOCS.rglob("*.md")]
+    for folder in ("src", "conf", "notebooks", "benchmarks"):
+        written += [
+            path
+            for path in (PROJECT_ROOT / folder).rglob("*")
+            if path.suffix in {".py", ".yml", ".ipynb", ".md"} and "egg-info" not in str(path)
+        ]
+    offenders = [
+        f"{path.relative_to(PROJECT_ROOT)}:{number}"
+        for path in written
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if DEPRECATED_PIPELINE_OPTION.search(line)
+    ]
+    assert len(written) > 20, "the scan found too few files to mean anything"
+    assert offenders == [], f"write --pipelines instead of --pipeline in: {offenders}"

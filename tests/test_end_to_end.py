@@ -36,8 +36,8 @@ def _versions(project: Path, relative: str) -> list[Path]:
 
 
 def test_data_processing_on_the_embedded_default_writes_new_versions(project_copy, kedro_cli):
-    kedro_cli("run", "--pipeline", "data_processing")
-    kedro_cli("run", "--pipeline", "data_processing")
+    kedro_cli("run", "--pipelines", "data_processing")
+    kedro_cli("run", "--pipelines", "data_processing")
 
     model_inputs = _versions(project_copy, "data/05_model_input/model_input.h5ad")
     assert len(model_inputs) == 2
@@ -63,7 +63,7 @@ def test_data_processing_on_the_embedded_default_writes_new_versions(project_cop
 def test_a_bad_parameter_fails_in_the_first_second_naming_the_key(project_copy, kedro_cli):
     result = kedro_cli(
         "run",
-        "--pipeline",
+        "--pipelines",
         "data_processing",
         "--params",
         "data_processing.qc.min_genes=5",
@@ -102,7 +102,7 @@ def test_pbmc_processing_and_training_end_to_end(project_copy, kedro_cli, pbmc_3
     # Re-evaluating reads the saved embeddings; nothing is retrained or re-embedded (the
     # metrics computed are not what is checked here: the quick ones).
     use_quick_metrics(project_copy)
-    kedro_cli("run", "--pipeline", "evaluation")
+    kedro_cli("run", "--pipelines", "evaluation")
     assert len(_versions(project_copy, "data/08_reporting/scib_results.csv")) == 2
     assert len(_versions(project_copy, "data/07_model_output/embeddings.h5ad")) == 1
     assert len(_versions(project_copy, "data/06_models/model.ckpt")) == 1
@@ -110,7 +110,7 @@ def test_pbmc_processing_and_training_end_to_end(project_copy, kedro_cli, pbmc_3
     # Retraining reads the processed data already there; it does not reprocess. Without
     # force_retrain the identical finished model would be reused (tests/test_sweeps_e2e).
     retrain = ",".join((*FAST_TRAINING, "force_retrain=true"))
-    kedro_cli("run", "--pipeline", "training", "--params", retrain)
+    kedro_cli("run", "--pipelines", "training", "--params", retrain)
     assert len(_versions(project_copy, "data/05_model_input/model_input.h5ad")) == 1
     checkpoints = _versions(project_copy, "data/06_models/model.ckpt")
     assert len(checkpoints) == 2
@@ -119,7 +119,7 @@ def test_pbmc_processing_and_training_end_to_end(project_copy, kedro_cli, pbmc_3
     first_model = checkpoints[0].parent.name
     kedro_cli(
         "run",
-        "--pipeline",
+        "--pipelines",
         "embedding",
         "--load-versions",
         f"model:{first_model},model_card:{first_model}",
@@ -187,7 +187,7 @@ def test_training_killed_part_way_resumes_from_last(
     project_copy, kedro_cli, pbmc_3chem_path, tmp_path
 ):
     use_pbmc_3chem(project_copy, pbmc_3chem_path)
-    kedro_cli("run", "--pipeline", "data_processing")
+    kedro_cli("run", "--pipelines", "data_processing")
     # The kill lands once the first epoch's last.ckpt is whole, so the run only has to
     # outlast the polling of that file (a few seconds of epochs on a slow machine).
     epochs = 40
@@ -197,7 +197,7 @@ def test_training_killed_part_way_resumes_from_last(
     )
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "kedro", "run", "--pipeline", "training", "--params", long_training],
+        [sys.executable, "-m", "kedro", "run", "--pipelines", "training", "--params", long_training],
         cwd=project_copy,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -208,7 +208,7 @@ def test_training_killed_part_way_resumes_from_last(
     assert not _versions(project_copy, "data/06_models/model.ckpt"), "it was not interrupted"
 
     kedro_cli(
-        "run", "--pipeline", "training", "--params", f"{long_training},training.resume_from=last"
+        "run", "--pipelines", "training", "--params", f"{long_training},training.resume_from=last"
     )
     card = yaml.safe_load(_versions(project_copy, "data/06_models/model_card.yml")[0].read_text())
     assert card["training"]["epochs"] == epochs

@@ -1,4 +1,4 @@
-"""`kedro run --pipeline paired` as a user runs it: the simulated default and CITE-seq."""
+"""`kedro run --pipelines paired` as a user runs it: the simulated default and CITE-seq."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_paired_catalog_entries_have_layers_and_versioned_files():
 
 
 def test_paired_runs_on_the_simulated_default_and_on_citeseq(project_copy, kedro_cli):
-    kedro_cli("run", "--pipeline", "paired", "--params", FAST)
+    kedro_cli("run", "--pipelines", "paired", "--params", FAST)
     summary = pd.read_csv(_latest(project_copy, "data/08_reporting/paired_imputation_summary.csv"))
     assert set(summary["method"]) == {"joint_vae", "ridge", "knn", "mean", "permuted"}
 
@@ -68,7 +68,7 @@ def test_paired_runs_on_the_simulated_default_and_on_citeseq(project_copy, kedro
         yaml.safe_dump({"paired": {"processing": processing}})
     )
     # A few seconds of training: enough to beat the permuted control clearly.
-    kedro_cli("run", "--pipeline", "paired", "--params", FAST.replace("epochs=4", "epochs=30"))
+    kedro_cli("run", "--pipelines", "paired", "--params", FAST.replace("epochs=4", "epochs=30"))
 
     summary = pd.read_csv(_latest(project_copy, "data/08_reporting/paired_imputation_summary.csv"))
     rna_to_protein = summary[summary["direction"] == "rna_to_protein"].set_index("method")

@@ -117,7 +117,7 @@ def store(tmp_path_factory):
         metrics = {"scib/total": score, "val/loss": 100 - 10 * score}
         logged[name] = log_training_run(uri, trained, card, metrics=metrics, folder=folder)
         logged[f"{name}_model"] = trained
-    # A run that trained nothing (e.g. `kedro run --pipeline data_processing`).
+    # A run that trained nothing (e.g. `kedro run --pipelines data_processing`).
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.get_experiment_by_name(runs.EXPERIMENT_NAME).experiment_id
     logged["untrained"] = client.create_run(experiment_id).info.run_id
@@ -256,8 +256,8 @@ def test_kedro_embeds_with_the_registered_champion(tmp_path_factory):
     clone = _copy_project(tmp_path_factory.mktemp("clone") / "project")
     write_yaml(clone / "conf/local/mlflow.yml", {"server": {"mlflow_tracking_uri": uri}})
 
-    kedro(clone, "run", "--pipeline", "data_processing")
-    kedro(clone, "run", "--pipeline", "embedding", "--params", f"embedding.model_uri={CHAMPION}")
+    kedro(clone, "run", "--pipelines", "data_processing")
+    kedro(clone, "run", "--pipelines", "embedding", "--params", f"embedding.model_uri={CHAMPION}")
 
     assert not any((clone / "data/06_models").iterdir())
     info = yaml.safe_load(_latest(clone / "data/07_model_output/embedding_info.yml").read_text())

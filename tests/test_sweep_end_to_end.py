@@ -56,7 +56,7 @@ def test_a_sweep_on_pbmc_tracks_each_variant_compares_them_and_never_trains_twic
     grid = {"training.hyperparameters.invae.n_latent_bio": [8, 16]}
     _sweep(project_copy, "size", {"grid": grid, "seeds": [0, 1]})
 
-    kedro_cli("run", "--pipeline", "sweep_size", "--params", FAST)
+    kedro_cli("run", "--pipelines", "sweep_size", "--params", FAST)
 
     runs = _runs(project_copy)
     parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
@@ -95,7 +95,7 @@ def test_a_sweep_on_pbmc_tracks_each_variant_compares_them_and_never_trains_twic
     # parameters: nothing is trained, tracked or saved again (the whole sweep re-run, with
     # its comparison from memory, is in tests/test_toy_family.py).
     summaries = _summaries(project_copy)
-    kedro_cli("run", "--pipeline", "sweep_size", "--tags", "training", "--params", FAST)
+    kedro_cli("run", "--pipelines", "sweep_size", "--tags", "training", "--params", FAST)
     runs = _runs(project_copy)
     assert len([run for run in runs if "mlflow.parentRunId" in run.data.tags]) == 4
     rerun = next(run for run in runs if run.info.run_id not in {r.info.run_id for r in parents})
@@ -105,7 +105,7 @@ def test_a_sweep_on_pbmc_tracks_each_variant_compares_them_and_never_trains_twic
 
     # A new seed trains only the new variants, in new child runs.
     _sweep(project_copy, "size", {"grid": grid, "seeds": [0, 1, 2]})
-    kedro_cli("run", "--pipeline", "sweep_size", "--tags", "training", "--params", FAST)
+    kedro_cli("run", "--pipelines", "sweep_size", "--tags", "training", "--params", FAST)
     new_children = [
         run
         for run in _runs(project_copy)
@@ -134,7 +134,7 @@ def test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_resu
     _sweep(project_copy, "tiny", {"grid": {"training.hyperparameters.invae.n_latent_bio": [4, 8]}})
     fast = "training.trainer.max_epochs=3,training.trainer.batch_size=64"
 
-    kedro_cli("run", "--pipeline", "sweep_tiny", "--runner", "ParallelRunner", "--params", fast)
+    kedro_cli("run", "--pipelines", "sweep_tiny", "--runner", "ParallelRunner", "--params", fast)
     parallel = _summaries(project_copy)
     runs = _runs(project_copy)
     assert len(runs) == 3  # the parent and one child per variant, nothing stray
@@ -143,7 +143,7 @@ def test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_resu
 
     sequential_params = f"{fast},training.trainer.num_threads=1,force_retrain=true"
     kedro_cli(
-        "run", "--pipeline", "sweep_tiny", "--tags", "training", "--params", sequential_params
+        "run", "--pipelines", "sweep_tiny", "--tags", "training", "--params", sequential_params
     )
     sequential = _summaries(project_copy)
     assert (
@@ -168,7 +168,7 @@ def test_a_paired_sweep_runs_the_joint_vae_variants_and_compares_their_imputatio
     )
     fast = "paired.training.trainer.max_epochs=3,paired.training.trainer.num_threads=1"
 
-    kedro_cli("run", "--pipeline", "sweep_joint", "--params", fast)
+    kedro_cli("run", "--pipelines", "sweep_joint", "--params", fast)
 
     children = [run for run in _runs(project_copy) if "mlflow.parentRunId" in run.data.tags]
     assert len(children) == 2
@@ -190,7 +190,7 @@ def test_a_paired_sweep_runs_the_joint_vae_variants_and_compares_their_imputatio
 def test_an_invalid_sweep_stops_the_run_before_anything_is_processed(project_copy, kedro_cli):
     _sweep(project_copy, "bad", {"grid": {"training.hyperparameters.invae.n_latent_bi": [8]}})
 
-    result = kedro_cli("run", "--pipeline", "sweep_bad", check=False)
+    result = kedro_cli("run", "--pipelines", "sweep_bad", check=False)
 
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())  # the console wraps lines

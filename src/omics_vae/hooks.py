@@ -200,7 +200,7 @@ class RegisteredModelHooks:
             raise InvalidParametersError(
                 f"embedding.model_uri={registered.model_uri} embeds with a registered model, "
                 "but this run also trains `model`. Run the embedding on its own "
-                "(kedro run --pipeline embedding --params embedding.model_uri=...), or "
+                "(kedro run --pipelines embedding --params embedding.model_uri=...), or "
                 "train without embedding.model_uri."
             )
 

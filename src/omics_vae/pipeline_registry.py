@@ -12,7 +12,7 @@ def register_pipelines() -> dict[str, Pipeline]:
 
     The pipelines are composed from the data families (``omics_vae.families``) rather
     than found with ``find_pipelines``: Kedro 1.7's ``find_pipelines`` loads only the
-    folder named by ``--pipeline``, while a family end to end and the sweeps are composed
+    folder named by ``--pipelines``, while a family end to end and the sweeps are composed
     from several folders.
 
     - each family's stages by name: ``data_processing``, ``training``, ``embedding``,

@@ -1,7 +1,7 @@
 """Sweep pipelines: a family's data processing once, then every variant in its own
 namespace, then the comparison.
 
-``kedro run --pipeline sweep`` runs every declared sweep, ``--pipeline sweep_<name>`` one
+``kedro run --pipelines sweep`` runs every declared sweep, ``--pipelines sweep_<name>`` one
 sweep, ``--namespaces <variant>`` one variant of it on the processed data already saved,
 and ``--tags training`` (or ``embedding``, ``evaluation``) one stage of every variant.
 The variants are expanded from ``sweeps`` in the parameters (``omics_vae.sweeps``); what

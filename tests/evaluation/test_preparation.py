@@ -91,7 +91,7 @@ class TestPrepareEvaluationCells:
         message = str(error.value)
         assert "another version of the processed data" in message
         assert "20 embedded cells are not in model_input" in message
-        assert "kedro run --pipeline embedding" in message
+        assert "kedro run --pipelines embedding" in message
         assert "--load-versions model_input:" in message
 
     @pytest.mark.parametrize(("field", "key"), [("batch_key", "sample"), ("cell_type_key", "ct")])

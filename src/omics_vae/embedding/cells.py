@@ -89,7 +89,7 @@ def check_model_matches_data(model: BaseVAE, model_input: AnnData) -> None:
         raise EmbeddingInputError(
             f"The model was trained on {n_genes} genes but model_input has "
             f"{model_input.n_vars}. Embed the processed data version it was trained on "
-            "(kedro run --pipeline embedding --load-versions model_input:<version>), or "
+            "(kedro run --pipelines embedding --load-versions model_input:<version>), or "
             "train a model on this data."
         )
     if COUNTS_LAYER not in model_input.layers:

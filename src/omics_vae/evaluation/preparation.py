@@ -96,7 +96,7 @@ def embedding_record(embeddings: AnnData) -> dict[str, Any]:
     if missing:
         raise EvaluationInputError(
             f"embeddings.uns['embedding'] lacks {missing} (it has {sorted(record)}). "
-            "Make the embeddings with the embedding pipeline: kedro run --pipeline embedding."
+            "Make the embeddings with the embedding pipeline: kedro run --pipelines embedding."
         )
     record = {
         "model": str(record["model"]),
@@ -139,8 +139,8 @@ def matching_positions(embeddings: AnnData, model_input: AnnData) -> np.ndarray:
             f"{len(not_processed)} embedded cells are not in model_input "
             f"(e.g. {list(not_processed[:_EXAMPLES])}) and {len(not_embedded)} processed "
             f"cells were not embedded (e.g. {list(not_embedded[:_EXAMPLES])}). Re-run the "
-            "embedding on the current data (kedro run --pipeline embedding), or evaluate "
-            "against the data version the embedding was made from: kedro run --pipeline "
+            "embedding on the current data (kedro run --pipelines embedding), or evaluate "
+            "against the data version the embedding was made from: kedro run --pipelines "
             "evaluation --load-versions model_input:<version>."
         )
     return model_input.obs_names.get_indexer(embeddings.obs_names)
