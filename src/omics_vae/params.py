@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from omics_vae.errors import ProjectError
+
 
 class StrictModel(BaseModel):
     """Base for parameter schemas: unknown keys are errors, not silently ignored."""
@@ -18,7 +20,7 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class InvalidParametersError(ValueError):
+class InvalidParametersError(ProjectError, ValueError):
     """Raised when a parameter block does not match its schema."""
 
 

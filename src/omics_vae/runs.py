@@ -43,6 +43,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from omics_vae.errors import ProjectError
 from omics_vae.evaluation.imputation import predict_held_out
 from omics_vae.models import BaseVAE
 from omics_vae.models.checkpoints import load_model_file
@@ -72,7 +73,7 @@ SUMMARY_COLUMNS = (
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-class ModelNotFoundError(LookupError):
+class ModelNotFoundError(ProjectError, LookupError):
     """No run, artefact or registered model answers the given identifier."""
 
 

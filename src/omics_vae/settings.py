@@ -1,7 +1,12 @@
 """Project settings. https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
 
-from omics_vae.context import ProjectContext
-from omics_vae.hooks import (
+from omics_vae.third_party_warnings import quiet_third_party_warnings
+
+# Before the imports below: importing MLflow raises one of them.
+quiet_third_party_warnings()
+
+from omics_vae.context import ProjectContext  # noqa: E402
+from omics_vae.hooks import (  # noqa: E402
     DryRunHooks,
     MlflowLineageHooks,
     ParallelRunnerHooks,
@@ -11,7 +16,7 @@ from omics_vae.hooks import (
     RunIntegrityHooks,
     SweepRunHooks,
 )
-from omics_vae.sweeps import SweepConfigLoader
+from omics_vae.sweeps import SweepConfigLoader  # noqa: E402
 
 # Pluggy calls the last registered first: SweepRunHooks remembers the config loader before
 # validation loads the pipelines, and ends a variant's run after MlflowLineageHooks has

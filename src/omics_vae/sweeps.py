@@ -26,6 +26,7 @@ from kedro.framework.project import settings
 from kedro.utils import find_kedro_project
 from pydantic import Field, field_validator
 
+from omics_vae.errors import ProjectError
 from omics_vae.families import FAMILIES, with_default_hyperparameters
 from omics_vae.params import StrictModel, validate_section
 
@@ -34,7 +35,7 @@ SWEEPS_FILE = "conf/base/parameters_sweeps.yml"
 _NAME_SEPARATOR = "__"
 
 
-class SweepError(ValueError):
+class SweepError(ProjectError, ValueError):
     """A sweep declaration that cannot be expanded."""
 
 

@@ -24,6 +24,8 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from omics_vae.errors import ProjectError
+
 logger = logging.getLogger(__name__)
 
 ROLES = ("a", "b")
@@ -33,7 +35,7 @@ LogMethod = Literal["none", "log1p", "log2"]
 ScalerMethod = Literal["zscore", "minmax", "robust", "none"]
 
 
-class PairedInputError(ValueError):
+class PairedInputError(ProjectError, ValueError):
     """Paired input that cannot be processed; the message names the file, key and fix."""
 
 

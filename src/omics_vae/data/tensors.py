@@ -30,6 +30,8 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
+from omics_vae.errors import ProjectError
+
 logger = logging.getLogger(__name__)
 
 COUNTS_KEY = "counts"
@@ -57,7 +59,7 @@ DEVICE_MEMORY_FRACTION = 0.5
 CountsFormat = Literal["auto", "dense", "sparse"]
 
 
-class UnknownCategoryError(ValueError):
+class UnknownCategoryError(ProjectError, ValueError):
     """A covariate value was not among the categories the encoder was fitted on."""
 
 

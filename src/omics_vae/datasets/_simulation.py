@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from kedro.io.core import DatasetError
+from omics_vae.datasets.errors import DatasetInputError
 
 
 def bind_simulation_args(
@@ -21,6 +21,6 @@ def bind_simulation_args(
     try:
         bound = inspect.signature(simulate).bind(**args)
     except TypeError as exc:
-        raise DatasetError(f"{dataset}: {exc}") from None
+        raise DatasetInputError(f"{dataset}: {exc}") from None
     bound.apply_defaults()
     return dict(bound.arguments)

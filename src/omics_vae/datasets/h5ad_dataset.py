@@ -13,11 +13,11 @@ import fsspec
 import h5py
 from anndata import AnnData
 from kedro.io.core import (
-    DatasetError,
     get_filepath_str,
 )
 
 from omics_vae.datasets._fsspec import FsspecVersionedDataset
+from omics_vae.datasets.errors import DatasetInputError
 
 # Keys of ``fs_args`` that configure fsspec's local whole-file cache ("filecache") rather
 # than the remote filesystem itself.
@@ -125,7 +125,7 @@ class H5ADDataset(FsspecVersionedDataset[AnnData, AnnData]):
 
     def _check_args(self) -> None:
         if self._load_args.get("backed") and self._protocol != "file" and not self._cache_args:
-            raise DatasetError(
+            raise DatasetInputError(
                 f"load_args.backed needs a local file, but '{self._filepath}' is remote "
                 f"({self._protocol}). Set fs_args.cache_storage to a local folder to keep "
                 "a copy there, or drop 'backed' to load into memory."
@@ -140,7 +140,7 @@ class H5ADDataset(FsspecVersionedDataset[AnnData, AnnData]):
             reason = _why_not_h5ad(local_path)
             if reason is None:
                 raise
-            raise DatasetError(
+            raise DatasetInputError(
                 f"Cannot load '{source}': the file is corrupt or not an h5ad file ({reason}). "
                 "Replace it with a valid .h5ad file, e.g. by downloading or saving it again."
             ) from exc
@@ -157,7 +157,7 @@ def _filesystem(
     if not cache_args:
         return fsspec.filesystem(protocol, **storage_options)
     if protocol == "file":
-        raise DatasetError(
+        raise DatasetInputError(
             "fs_args.cache_storage only applies to remote files (http, s3, ...); "
             "remove it for a local filepath."
         )

@@ -10,13 +10,13 @@ from typing import Any, ClassVar
 import lightning
 import torch
 from kedro.io.core import (
-    DatasetError,
     get_filepath_str,
 )
 from lightning import LightningModule
 
 import omics_vae
 from omics_vae.datasets._fsspec import FsspecVersionedDataset
+from omics_vae.datasets.errors import DatasetInputError
 from omics_vae.models.checkpoints import (
     MODEL_NAME_KEY,
     CheckpointError,
@@ -74,7 +74,7 @@ class LightningCheckpointDataset(FsspecVersionedDataset[LightningModule, Lightni
                 checkpoint, source=load_path, strict=self._load_args["strict"]
             )
         except CheckpointError as exc:
-            raise DatasetError(str(exc)) from None
+            raise DatasetInputError(str(exc)) from None
 
     def save(self, data: LightningModule) -> None:
         payload = checkpoint_payload(data)
@@ -91,7 +91,7 @@ def checkpoint_payload(model: LightningModule) -> dict[str, Any]:
     """What a checkpoint file holds: weights, plain hyperparameters and provenance."""
     name = getattr(model, "registry_name", None)
     if not name:
-        raise DatasetError(
+        raise DatasetInputError(
             f"{type(model).__name__} has no registry_name; only models registered in "
             "omics_vae.models.registry can be saved as checkpoints."
         )
@@ -109,12 +109,12 @@ def read_checkpoint(raw: bytes, *, source: str, map_location: Any = "cpu") -> di
     try:
         checkpoint = read_checkpoint_file(raw, name=source, map_location=map_location)
     except CheckpointError as exc:
-        raise DatasetError(
+        raise DatasetInputError(
             f"{exc} Train again, or load an earlier version with --load-versions."
         ) from None
     missing = [key for key in ("state_dict", "hyper_parameters") if key not in checkpoint]
     if missing:
-        raise DatasetError(
+        raise DatasetInputError(
             f"Cannot load checkpoint '{source}': it is not a Lightning checkpoint "
             f"(missing {missing})."
         )
@@ -129,7 +129,7 @@ def _plain(value: Any) -> Any:
         return [_plain(item) for item in value]
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    raise DatasetError(
+    raise DatasetInputError(
         f"Hyperparameter value {value!r} of type {type(value).__name__} is not a plain "
         "value; models must take JSON-like hyperparameters to be checkpointed."
     )

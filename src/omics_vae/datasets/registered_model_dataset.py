@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import AbstractDataset
 
+from omics_vae.datasets.errors import DatasetInputError
 from omics_vae.runs import load_model_and_card
 
 Part = Literal["model", "card"]
@@ -67,7 +68,7 @@ class RegisteredModelDataset(AbstractDataset[None, Any]):
             metadata: Arbitrary metadata, ignored by Kedro (used by kedro-viz).
         """
         if part not in ("model", "card"):
-            raise DatasetError(f"part must be 'model' or 'card', not '{part}'.")
+            raise DatasetInputError(f"part must be 'model' or 'card', not '{part}'.")
         self._model_uri = model_uri
         self._part = part
         self._tracking_uri = tracking_uri
@@ -85,7 +86,7 @@ class RegisteredModelDataset(AbstractDataset[None, Any]):
         return {**card, "model_uri": self._model_uri}
 
     def save(self, data: None) -> None:
-        raise DatasetError(
+        raise DatasetInputError(
             f"RegisteredModelDataset is read-only: it loads '{self._model_uri}' from MLflow. "
             "Register a trained model with omics_vae.runs.register_model."
         )

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from anndata import AnnData
-from kedro.io.core import AbstractDataset, DatasetError
+from kedro.io.core import AbstractDataset
 
 from omics_vae.data.simulate import simulate_counts
 from omics_vae.datasets._simulation import bind_simulation_args
+from omics_vae.datasets.errors import DatasetInputError
 
 
 class SimulatedCountsDataset(AbstractDataset[AnnData, AnnData]):
@@ -63,7 +64,7 @@ class SimulatedCountsDataset(AbstractDataset[AnnData, AnnData]):
         return simulate_counts(**self._simulation_args)
 
     def save(self, data: AnnData) -> None:
-        raise DatasetError(
+        raise DatasetInputError(
             "SimulatedCountsDataset is read-only: it generates its data from its arguments "
             "and has no file to write. To use your own data, point 'raw_counts' at a file "
             "in conf/local/catalog.yml (or a Kedro environment), e.g.\n"

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import pandas as pd
-from kedro.io.core import AbstractDataset, DatasetError
+from kedro.io.core import AbstractDataset
 
 from omics_vae.data.paired_simulate import simulate_paired_tables
 from omics_vae.datasets._simulation import bind_simulation_args
+from omics_vae.datasets.errors import DatasetInputError
 
 
 class SimulatedPairedDataset(AbstractDataset[None, pd.DataFrame]):
@@ -62,7 +63,7 @@ class SimulatedPairedDataset(AbstractDataset[None, pd.DataFrame]):
                 one of ``simulate_paired_tables``.
         """
         if platform not in ("a", "b"):
-            raise DatasetError(
+            raise DatasetInputError(
                 f"SimulatedPairedDataset: platform must be 'a' or 'b', got {platform!r}"
             )
         self._platform = platform
@@ -79,7 +80,7 @@ class SimulatedPairedDataset(AbstractDataset[None, pd.DataFrame]):
         return table_a if self._platform == "a" else table_b
 
     def save(self, data: None) -> None:
-        raise DatasetError(
+        raise DatasetInputError(
             "SimulatedPairedDataset is read-only: it generates its table from its arguments. "
             "To use your own data, point 'platform_a_raw' and 'platform_b_raw' at CSV files "
             "in conf/local/catalog_paired.yml (or a Kedro environment), e.g.\n"

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import mlflow
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import AbstractDataset
 
+from omics_vae.datasets.errors import DatasetInputError
 from omics_vae.store.reuse import ModelStore
 
 
@@ -54,7 +55,7 @@ class TrainedModelStoreDataset(AbstractDataset[None, ModelStore]):
         return ModelStore(self._tracking_uri or mlflow.get_tracking_uri())
 
     def save(self, data: None) -> None:
-        raise DatasetError(
+        raise DatasetInputError(
             "TrainedModelStoreDataset is read-only: models enter the store through training runs."
         )
 

@@ -12,6 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from omics_vae.data.fingerprint import environment_versions, fingerprint_anndata
+from omics_vae.errors import ProjectError
 from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.processing.annotations import COUNTS_LAYER
 from omics_vae.schemas.embedding import EmbeddingParams
@@ -20,7 +21,7 @@ from omics_vae.schemas.training import TrainingParams, default_hyperparameters
 logger = logging.getLogger(__name__)
 
 
-class EmbeddingInputError(ValueError):
+class EmbeddingInputError(ProjectError, ValueError):
     """The model and the data it is asked to embed do not belong together."""
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 from anndata import AnnData
 
+from omics_vae.errors import ProjectError
+
 # The user's own settings (git-ignored), merged key by key over conf/base.
 PARAMETERS_FILE = "conf/local/parameters_evaluation.yml"
 RECORD_KEY = "evaluation"
@@ -28,7 +30,7 @@ BATCH, CELL_TYPE = "batch", "cell_type"
 METRIC_TYPE_ROW = "Metric Type"
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(ProjectError, ValueError):
     """The embeddings, the processed data or the parameters cannot be evaluated."""
 
 

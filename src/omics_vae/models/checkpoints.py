@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from omics_vae.errors import ProjectError
 from omics_vae.models.base import BaseVAE
 from omics_vae.models.registry import get_model_class
 
@@ -30,7 +31,7 @@ IDENTITY_KEY = "omics_vae_identity"
 MODEL_NAME_KEY = "omics_vae_model"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ProjectError, ValueError):
     """A checkpoint file cannot be read, or is not the checkpoint it should be.
 
     Attributes:

@@ -31,6 +31,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from omics_vae.errors import ProjectError
+
 logger = logging.getLogger(__name__)
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -39,7 +41,7 @@ EPOCH_MEANS_KEY = "omics_vae_epoch_train_means"
 _NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C (SIGINT)"}
 
 
-class TrainingInterrupted(RuntimeError):
+class TrainingInterrupted(ProjectError, RuntimeError):
     """Training was stopped by SIGTERM or Ctrl-C, after writing a checkpoint to resume.
 
     Attributes:
@@ -54,6 +56,8 @@ class TrainingInterrupted(RuntimeError):
         super().__init__(message)
         self.signal_name = signal_name
         self.checkpoint = checkpoint
+        # As a shell reports a process ended by the signal: 128 + its number.
+        self.exit_code = {"SIGINT": 130, "SIGTERM": 143}.get(signal_name, 1)
 
 
 class StopRequested(Exception):

@@ -43,6 +43,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from omics_vae.errors import ProjectError
 from omics_vae.models.base import ADAM_EPS, BaseVAE
 
 logger = logging.getLogger(__name__)
@@ -66,11 +67,11 @@ _ADAM_LIKE = ("adam", "adamw")
 _FUSED_DEVICES = ("cpu", "cuda")
 
 
-class PhasePlanError(ValueError):
+class PhasePlanError(ProjectError, ValueError):
     """A training plan that cannot run on the model; the message names phase and field."""
 
 
-class PlanChangedError(RuntimeError):
+class PlanChangedError(ProjectError, RuntimeError):
     """Resuming a checkpoint whose plan differs from the plan given now."""
 
 

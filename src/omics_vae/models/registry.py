@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeVar
 
+from omics_vae.errors import ProjectError
+
 if TYPE_CHECKING:
     from omics_vae.models.base import BaseVAE
 
@@ -19,7 +21,7 @@ ModelT = TypeVar("ModelT", bound="type[BaseVAE]")
 MODEL_REGISTRY: dict[str, type[BaseVAE]] = {}
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(ProjectError, KeyError):
     """No model is registered under the requested name."""
 
     def __str__(self) -> str:

@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from omics_vae.data.tensors import CountsTensors, InMemoryBatchLoader
+from omics_vae.errors import ProjectError
 from omics_vae.models.base import BaseVAE
 from omics_vae.models.checkpoints import (
     IDENTITY_KEY,
@@ -50,7 +51,7 @@ logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last.ckpt"
 
 
-class ResumeError(FileNotFoundError):
+class ResumeError(ProjectError, FileNotFoundError):
     """``resume_from`` names no checkpoint that this training can continue."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from omics_vae.errors import ProjectError
+
 # A user's own settings: git-ignored, merged key by key over conf/base.
 LOCAL_PARAMETERS_FILE = "conf/local/parameters_data_processing.yml"
 LOCAL_TRAINING_PARAMETERS_FILE = "conf/local/parameters_training.yml"
@@ -10,5 +12,5 @@ LOCAL_CATALOG_FILE = "conf/local/catalog.yml"
 RAW_DATA = "raw_counts"
 
 
-class DataProcessingError(ValueError):
+class DataProcessingError(ProjectError, ValueError):
     """Raised when the raw data or the QC thresholds cannot give a usable model input."""

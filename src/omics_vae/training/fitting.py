@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from omics_vae.errors import ProjectError
 from omics_vae.models import BaseVAE
 from omics_vae.models.phases import PhasePlanError, TrainingPlan, check_plan, format_plan
 from omics_vae.models.trainer import FitSettings, fit
@@ -18,7 +19,7 @@ from omics_vae.schemas.training import FitParams, build_plan, plain_plan
 logger = logging.getLogger(__name__)
 
 
-class TrainingInputError(ValueError):
+class TrainingInputError(ProjectError, ValueError):
     """The processed data or the parameters cannot be trained on."""
 
 
