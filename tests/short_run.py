@@ -24,6 +24,8 @@ FAST_TRAINING = (
 # A sweep of two variants whose training stage the short run runs after the plain runs:
 # two MLflow child runs (tag ``sweep.variant``) to compare side by side.
 SWEEP = "compare"
+# What the first `kedro run` printed, beside the project.
+FIRST_RUN_OUTPUT = "first_run.out"
 SWEEP_GRID = {"training.hyperparameters.invae.n_latent_bio": [8, 16]}
 
 
@@ -51,7 +53,8 @@ def short_run_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if root.exists():
         pytest.fail(f"An earlier short run in {root} did not finish; see its first failure.")
     _copy_project(project)
-    kedro(project, "run", "--params", ",".join(FAST_TRAINING))
+    first = kedro(project, "run", "--params", ",".join(FAST_TRAINING))
+    (root / FIRST_RUN_OUTPUT).write_text(first.stdout)
     kedro(
         project,
         "run",

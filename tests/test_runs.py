@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from omics_vae.datasets import H5ADDataset, LightningCheckpointDataset
 from omics_vae.pipelines.training.nodes import make_model_card
 from omics_vae.training.single_cell import train_model
 from tests.conftest import _copy_project, validated_block, write_yaml
-from tests.short_run import kedro, short_run_project
+from tests.short_run import FIRST_RUN_OUTPUT, kedro, short_run_project
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,3 +288,44 @@ def _same_latents_as_embedding(model, model_input, embeddings) -> None:
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+@pytest.mark.e2e
+def test_a_finished_run_says_what_it_made(tmp_path_factory):
+    """The end of `kedro run`: what trained, scores against the baseline, the files of the
+    new versions, the MLflow run; every line readable at 100 columns."""
+    project = short_run_project(tmp_path_factory)
+    output = (project.parent / FIRST_RUN_OUTPUT).read_text()
+    summary = output[output.index("--- omics-vae: what this run made (__default__)") :]
+    lines = summary.splitlines()
+
+    assert max(map(len, lines)) <= 100
+    assert re.search(r"^Trained invae: \d+ epochs, best val loss -?\d+\.\d\d", summary, re.M)
+    assert re.search(
+        r"^scib total \(higher is better\): invae 0\.\d{3} \| pca 0\.\d{3}", summary, re.M
+    )
+    run_id = re.search(r"^MLflow run (\w{32}) \(experiment 'omics_vae'\)$", summary, re.M)[1]
+    tracked = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(run_id)
+    assert tracked.data.tags["model_name"] == "invae"
+    assert "kedro mlflow ui" in summary
+    version = re.search(r"^New versions, saved as version (\S+) ", summary, re.M)[1]
+    listed = _listed_versions(lines)
+    assert {"model", "model_card", "embeddings", "scib_results", "model_input"} <= set(listed)
+    catalog = yaml.safe_load((project / "conf/base/catalog.yml").read_text())
+    for name in ("model", "embeddings", "scib_results"):
+        file = Path(catalog[name]["filepath"])
+        assert listed[name] == str(file.parent)
+        assert (project / file / version / file.name).is_file()
+
+
+def _listed_versions(lines: list[str]) -> dict[str, str]:
+    """``{dataset: folder}`` from the summary's version lines (long ones wrap)."""
+    listed, folder = {}, None
+    for line in lines[1 + next(i for i, x in enumerate(lines) if x.startswith("New versions")) :]:
+        names = line
+        if line.startswith("  data/"):
+            folder, names = line.split(maxsplit=1)
+        elif not line.startswith("    "):
+            break
+        listed.update(dict.fromkeys(names.strip().strip(",").split(", "), folder))
+    return listed

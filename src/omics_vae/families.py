@@ -31,6 +31,7 @@ from omics_vae.pipelines import (
     training,
 )
 from omics_vae.pipelines.sweep.nodes import paired_scores, single_cell_scores
+from omics_vae.run_summary import paired_headline, single_cell_headline
 from omics_vae.schemas.data_processing import DataProcessingParams
 from omics_vae.schemas.embedding import EmbeddingParams
 from omics_vae.schemas.evaluation import EvaluationParams
@@ -62,6 +63,8 @@ class Family:
         scores: The evaluation dataset a sweep's comparison reads per variant.
         score_row: Its model's scores in that dataset, ``{metric: value}``.
         training_summary: The training summary dataset a comparison reads per variant.
+        headline: One or two lines of the model's scores against its baselines, from
+            ``scores``, for the summary a run prints at its end.
         fixed_prefix: Dotted prefix a variant may not override (it would change the
             processing that all variants share).
     """
@@ -80,6 +83,7 @@ class Family:
     prefix: str = ""
     scores: str = "scib_results"
     training_summary: str = "training_summary"
+    headline: Callable[[Any], str] = single_cell_headline
     fixed_prefix: str | None = None
 
     def stage_pipelines(self) -> dict[str, Pipeline]:
@@ -148,6 +152,7 @@ PAIRED = register_family(
         scores="paired_imputation_summary",
         score_row=paired_scores,
         training_summary="paired_training_summary",
+        headline=paired_headline,
         fixed_prefix="paired.processing",
     )
 )

@@ -29,6 +29,7 @@ from omics_vae.run_records import (
     set_aside,
     variant_fingerprint,
 )
+from omics_vae.run_summary import RunFacts, format_run_summary
 from omics_vae.schemas.training import plan_table
 from omics_vae.sweeps import use_config_loader
 from omics_vae.training.fitting import TrainingDryRun
@@ -590,3 +591,65 @@ def _create_child_run(client, parent, variant: str, block: dict[str, Any], catal
         params=[mlflow.entities.Param(key, str(value)[:6000]) for key, value in params.items()],
     )
     return run.info.run_id
+
+
+class RunSummaryHooks:
+    """Prints what a finished run made: trainings (or reuses), headline scores against
+    the baselines, the files of the new versions and the MLflow run.
+
+    The facts are read from the catalog once the run has ended, not gathered while it
+    runs, so the summary is the same under every runner: a versioned dataset was saved
+    by this run when its file exists at the run's save version.
+    """
+
+    def __init__(self) -> None:
+        self._run_id: str | None = None
+        self._experiment: str | None = None
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        # ProjectMlflowHook (registered after this hook, so called before it) has
+        # started the run; it ends it before this hook's after_pipeline_run.
+        run = mlflow.active_run()
+        self._run_id = run.info.run_id if run else None
+        self._experiment = (
+            mlflow.get_experiment(run.info.experiment_id).name if run is not None else None
+        )
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        facts = RunFacts(
+            pipelines=run_params.get("pipeline_names") or ["__default__"],
+            mlflow_run_id=self._run_id,
+            mlflow_experiment=self._experiment,
+        )
+        for name in sorted(pipeline.all_outputs()):
+            path = _saved_by_this_run(catalog, name)
+            if path is None:
+                continue
+            facts.versions.append((name, path))
+            self._add_results(facts, name, catalog)
+        print(format_run_summary(facts), flush=True)  # plain lines, not log records
+
+    @staticmethod
+    def _add_results(facts: RunFacts, name: str, catalog) -> None:
+        namespace, _, base = name.rpartition(".")
+        for family in FAMILIES.values():
+            if base == family.training_summary:
+                facts.trainings.append((namespace, catalog.load(name)))
+            elif base == family.scores and not namespace:
+                facts.headlines.append(family.headline(catalog.load(name)))
+
+
+def _saved_by_this_run(catalog, dataset_name: str) -> str | None:
+    """The file of ``dataset_name``'s version saved by the current run, if it saved one."""
+    if dataset_name not in catalog or not isinstance(
+        catalog.get(dataset_name), AbstractVersionedDataset
+    ):
+        return None
+    path = saved_file(catalog, dataset_name)
+    if path is None or not Path(path).exists():
+        return None
+    file, here = Path(path).resolve(), Path.cwd().resolve()
+    # As the user types it in the project folder.
+    return file.relative_to(here).as_posix() if file.is_relative_to(here) else path

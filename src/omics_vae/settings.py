@@ -14,6 +14,7 @@ from omics_vae.hooks import (  # noqa: E402
     ProjectMlflowHook,
     RegisteredModelHooks,
     RunIntegrityHooks,
+    RunSummaryHooks,
     SweepRunHooks,
 )
 from omics_vae.sweeps import SweepConfigLoader  # noqa: E402
@@ -22,6 +23,7 @@ from omics_vae.sweeps import SweepConfigLoader  # noqa: E402
 # validation loads the pipelines, and ends a variant's run after MlflowLineageHooks has
 # logged the node's last file into it.
 HOOKS = (
+    RunSummaryHooks(),
     ParameterValidationHooks(),
     DryRunHooks(),
     RunIntegrityHooks(),
