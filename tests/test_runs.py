@@ -305,8 +305,13 @@ def test_a_finished_run_says_what_it_made(tmp_path_factory):
         r"^scib total \(higher is better\): invae 0\.\d{3} \| pca 0\.\d{3}", summary, re.M
     )
     run_id = re.search(r"^MLflow run (\w{32}) \(experiment 'omics_vae'\)$", summary, re.M)[1]
-    tracked = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(run_id)
-    assert tracked.data.tags["model_name"] == "invae"
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    assert client.get_run(run_id).data.tags["model_name"] == "invae"
+    # The QC of the data the model was trained on is part of the run.
+    logged = {
+        a.path for folder in ("figures", "reports") for a in client.list_artifacts(run_id, folder)
+    }
+    assert {"figures/qc_metrics.png", "reports/qc_summary.csv"} <= logged
     assert "kedro mlflow ui" in summary
     version = re.search(r"^New versions, saved as version (\S+) ", summary, re.M)[1]
     listed = _listed_versions(lines)
