@@ -36,8 +36,19 @@ def model_card(
     }
 
 
-def history_to_metrics(history: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
-    """The per-epoch curves as MLflow metric histories (step = epoch)."""
+def history_to_metrics(
+    history: pd.DataFrame, summary: dict[str, Any] | None = None
+) -> dict[str, list[dict[str, float]]]:
+    """The per-epoch curves as MLflow metric histories (step = epoch).
+
+    For a model reused from an earlier run (``summary["reused_from_run"]``) only the last
+    epoch's values: the run's metrics still line up with the others' in MLflow's
+    comparison, while the curves stay in the run that trained the model (this run's
+    ``reused_from_run`` tag names it); logging every epoch again took as long as a short
+    training.
+    """
+    if summary is not None and summary.get("reused_from_run"):
+        history = history.tail(1)
     metrics = {}
     # Text columns (phase_name) are for the CSV and the figure, not MLflow metrics.
     numeric = history.select_dtypes("number").columns

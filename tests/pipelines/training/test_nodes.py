@@ -95,11 +95,15 @@ def test_model_card_records_data_parameters_and_environment(model_input, trainin
 
 
 def test_history_becomes_mlflow_metric_histories_stepped_by_epoch(model_input, training_params):
-    _, history, _ = train_model(model_input, training_params)
-    metrics = history_to_metrics(history)
+    _, history, summary = train_model(model_input, training_params)
+    metrics = history_to_metrics(history, summary)
     assert [point["step"] for point in metrics["val/loss"]] == [0, 1, 2]
     assert metrics["val/loss"][2]["value"] == pytest.approx(history["val/loss"].iloc[2])
     assert isinstance(plot_loss_curves(history), Figure)
+    # A reused model's curves stay in the run that trained it; its last values are logged.
+    reused = history_to_metrics(history, {**summary, "reused_from_run": "abc"})
+    assert reused["val/loss"] == [metrics["val/loss"][-1]]
+    assert set(reused) == set(metrics)
 
 
 def test_trained_model_round_trips_through_the_checkpoint_dataset(

@@ -35,7 +35,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 history_to_metrics,
-                inputs="paired_training_history",
+                inputs=["paired_training_history", "paired_training_summary"],
                 outputs="paired_training_metrics",
                 name="paired_history_to_metrics_node",
             ),

@@ -28,7 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 history_to_metrics,
-                inputs="training_history",
+                inputs=["training_history", "training_summary"],
                 outputs="training_metrics",
                 name="history_to_metrics_node",
             ),
