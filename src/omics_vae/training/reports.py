@@ -47,8 +47,6 @@ def history_to_metrics(
     ``reused_from_run`` tag names it); logging every epoch again took as long as a short
     training.
     """
-    if summary is not None and summary.get("reused_from_run"):
-        history = history.tail(1)
     metrics = {}
     # Text columns (phase_name) are for the CSV and the figure, not MLflow metrics.
     numeric = history.select_dtypes("number").columns
@@ -58,6 +56,8 @@ def history_to_metrics(
             {"value": float(value), "step": int(epoch)}
             for epoch, value in zip(values["epoch"], values[column], strict=True)
         ]
+    if summary is not None and summary.get("reused_from_run"):
+        return {key: points[-1:] for key, points in metrics.items()}
     return metrics
 
 
