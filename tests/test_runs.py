@@ -334,3 +334,22 @@ def _listed_versions(lines: list[str]) -> dict[str, str]:
             break
         listed.update(dict.fromkeys(names.strip().strip(",").split(", "), folder))
     return listed
+
+
+@pytest.mark.e2e
+def test_the_experiment_describes_itself_in_mlflow_and_in_its_records(tmp_path_factory):
+    project = short_run_project(tmp_path_factory)
+    described = yaml.safe_load((project / "conf/base/experiment.yml").read_text())
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("omics_vae")
+
+    # The MLflow UI opens it on model development (not the GenAI view) with its description.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.note.content"] == described["description"]
+    trained = client.search_runs([experiment.experiment_id], "tags.model_name = 'invae'")
+    assert trained
+    assert all(run.data.tags["experiment.version"] == described["version"] for run in trained)
+    for record in ("data/06_models/model_card.yml", "data/07_model_output/embedding_info.yml"):
+        written = yaml.safe_load(_latest(project / record).read_text())
+        assert written["experiment"]["name"] == "omics_vae"
+        assert written["experiment"]["description"] == described["description"]

@@ -11,6 +11,7 @@ from typing import Any
 
 import mlflow
 import torch
+from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, MemoryDataset, SharedMemoryDataset
 from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
@@ -20,16 +21,19 @@ from pydantic import BaseModel
 
 from omics_vae.datasets import RegisteredModelDataset
 from omics_vae.families import FAMILIES, training_family
-from omics_vae.params import InvalidParametersError
+from omics_vae.params import InvalidParametersError, validate_section
 from omics_vae.run_records import (
     SET_ASIDE_SUFFIX,
+    absolute_sqlite_uri,
     close_runs_of_ended_processes,
     incomplete_groups,
     process_tags,
     set_aside,
+    sqlite_store_lock,
     variant_fingerprint,
 )
 from omics_vae.run_summary import RunFacts, format_run_summary
+from omics_vae.schemas.experiment import ExperimentDescription
 from omics_vae.schemas.training import plan_table
 from omics_vae.sweeps import use_config_loader
 from omics_vae.training.fitting import TrainingDryRun
@@ -59,6 +63,17 @@ class ProjectMlflowHook(MlflowHook):
       training stopped by a signal, else ``FAILED``), also when no run is active in this
       thread (where kedro-mlflow 2's own handler raises ``UnboundLocalError``).
     """
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        # Opening the store creates a new sqlite store's tables: one process at a time.
+        try:
+            server = context.config_loader["mlflow"].get("server") or {}
+        except MissingConfigException:
+            server = {}
+        uri = absolute_sqlite_uri(server.get("mlflow_tracking_uri") or "", context.project_path)
+        with sqlite_store_lock(uri):
+            super().after_context_created(context)
 
     @hook_impl
     def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool) -> None:
@@ -653,3 +668,48 @@ def _saved_by_this_run(catalog, dataset_name: str) -> str | None:
     file, here = Path(path).resolve(), Path.cwd().resolve()
     # As the user types it in the project folder.
     return file.relative_to(here).as_posix() if file.is_relative_to(here) else path
+
+
+class ExperimentDescriptionHooks:
+    """Puts ``conf/<env>/experiment.yml`` (``ExperimentDescription``) where readers look:
+    the MLflow experiment's tags (its description, its kind, which sets the view the
+    MLflow UI opens on), each run's tags, and the ``experiment`` entry of every model card
+    and embedding info record the run writes."""
+
+    RECORDS = ("model_card", "embedding_info")
+
+    def __init__(self) -> None:
+        self._description: ExperimentDescription | None = None
+        self._name = "omics_vae"
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        # ProjectMlflowHook, registered after this hook, has read mlflow.yml by now.
+        mlflow_config = getattr(context, "mlflow", None)
+        if mlflow_config is not None:
+            self._name = mlflow_config.tracking.experiment.name
+        try:
+            values = context.config_loader["experiment"]
+        except MissingConfigException:
+            values = {}
+        self._description = validate_section(
+            "experiment (conf/local/experiment.yml)", ExperimentDescription, values
+        )
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        run = mlflow.active_run()
+        if run is None or self._description is None:
+            return
+        client = mlflow.MlflowClient()
+        for key, value in self._description.experiment_tags().items():
+            client.set_experiment_tag(run.info.experiment_id, key, value)
+        mlflow.set_tags(self._description.run_tags(self._name))
+
+    @hook_impl
+    def after_node_run(self, outputs: dict[str, Any]) -> None:
+        if self._description is None:
+            return
+        for name, value in outputs.items():
+            if name.rpartition(".")[2].endswith(self.RECORDS) and isinstance(value, dict):
+                value["experiment"] = self._description.record(self._name)

@@ -10,18 +10,24 @@ latest versions of every dataset still come from one finished stage.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.entities import RunStatus, ViewType
 from mlflow.exceptions import MlflowException
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; stores are opened unguarded there
+    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -136,3 +142,39 @@ def variant_fingerprint(training_fingerprint: str, block: Mapping[str, Any]) -> 
     record = {"training": training_fingerprint, "parameters": block}
     encoded = json.dumps(record, sort_keys=True, default=str).encode()
     return hashlib.blake2b(encoded, digest_size=10).hexdigest()
+
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+def absolute_sqlite_uri(uri: str, root: Path) -> str:
+    """``sqlite:///mlflow.db`` made absolute against ``root``; other URIs unchanged."""
+    if not uri.startswith(SQLITE_PREFIX) or uri.startswith(SQLITE_PREFIX + "/"):
+        return uri
+    return f"{SQLITE_PREFIX}{(root / uri[len(SQLITE_PREFIX) :]).resolve()}"
+
+
+@contextlib.contextmanager
+def sqlite_store_lock(tracking_uri: str) -> Iterator[None]:
+    """An exclusive lock beside a sqlite tracking store, held while a process opens it.
+
+    MLflow creates and migrates a sqlite store's tables when a process first opens it;
+    two runs doing that at once fail (``table _alembic_tmp_experiments already exists``).
+    The lock (``<store>.lock``, advisory, POSIX) lets one open it while the other waits.
+    Other stores (a tracking server) need none: the URI passes through unguarded.
+
+    Args:
+        tracking_uri: The store's URI; a sqlite one must be absolute
+            (``absolute_sqlite_uri``).
+    """
+    if not tracking_uri.startswith(SQLITE_PREFIX) or fcntl is None:
+        yield
+        return
+    lock = Path(tracking_uri[len(SQLITE_PREFIX) :] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

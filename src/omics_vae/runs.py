@@ -48,6 +48,7 @@ from omics_vae.evaluation.imputation import predict_held_out
 from omics_vae.models import BaseVAE
 from omics_vae.models.checkpoints import load_model_file
 from omics_vae.params import validate_section
+from omics_vae.run_records import absolute_sqlite_uri
 from omics_vae.schemas.paired_evaluation import PairedEvaluationParams
 
 EXPERIMENT_NAME = "omics_vae"
@@ -113,14 +114,6 @@ def configured_tracking_uri(project_root: Path, env: str | None = None) -> str |
             server = (yaml.safe_load(path.read_text()) or {}).get("server") or {}
             uri = server.get("mlflow_tracking_uri", uri)
     return uri
-
-
-def absolute_sqlite_uri(uri: str, root: Path) -> str:
-    """``sqlite:///mlflow.db`` made absolute against ``root``; other URIs unchanged."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix) or uri.startswith(prefix + "/"):
-        return uri
-    return f"{prefix}{(root / uri[len(prefix) :]).resolve()}"
 
 
 def client(uri: str | None = None) -> MlflowClient:

@@ -8,6 +8,7 @@ quiet_third_party_warnings()
 from omics_vae.context import ProjectContext  # noqa: E402
 from omics_vae.hooks import (  # noqa: E402
     DryRunHooks,
+    ExperimentDescriptionHooks,
     MlflowLineageHooks,
     ParallelRunnerHooks,
     ParameterValidationHooks,
@@ -24,6 +25,7 @@ from omics_vae.sweeps import SweepConfigLoader  # noqa: E402
 # logged the node's last file into it.
 HOOKS = (
     RunSummaryHooks(),
+    ExperimentDescriptionHooks(),
     ParameterValidationHooks(),
     DryRunHooks(),
     RunIntegrityHooks(),
@@ -49,6 +51,7 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     "config_patterns": {
         "mlflow": ["mlflow*", "mlflow*/**"],
+        "experiment": ["experiment*", "experiment*/**"],
     },
     # An environment's parameters file needs only the keys it changes; catalog entries
     # are still replaced whole, so switching a dataset's type leaves no stale arguments.
