@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import _copy_project, run_kedro, write_yaml
+from tests.kedro_session import run_in_process
 
 # A few epochs, one thread (the machines running the suite are shared): a minute on 2 cores.
 FAST_TRAINING = (
@@ -25,6 +26,11 @@ FAST_TRAINING = (
 # two MLflow child runs (tag ``sweep.variant``) to compare side by side.
 SWEEP = "compare"
 SWEEP_GRID = {"training.hyperparameters.invae.n_latent_bio": [8, 16]}
+
+
+def _dotted(overrides: tuple[str, ...]) -> dict[str, int]:
+    """``("a.b=3", ...)`` as ``{"a.b": 3, ...}`` (the overrides here are integers)."""
+    return {key: int(value) for key, value in (item.split("=") for item in overrides)}
 
 
 def kedro(project: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -52,14 +58,9 @@ def short_run_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail(f"An earlier short run in {root} did not finish; see its first failure.")
     _copy_project(project)
     kedro(project, "run", "--params", ",".join(FAST_TRAINING))
-    kedro(
-        project,
-        "run",
-        "--pipeline",
-        "training",
-        "--params",
-        ",".join((*FAST_TRAINING, "training.seed=1")),
-    )
+    # The second training as a Kedro session in this process (`kedro run --pipeline
+    # training` itself runs in tests/test_end_to_end.py): no new process's imports.
+    run_in_process(project, "training", params={**_dotted(FAST_TRAINING), "training.seed": 1})
     write_yaml(
         project / "conf" / "local" / "parameters_sweeps.yml",
         {"sweeps": {SWEEP: {"grid": SWEEP_GRID, "seeds": [0]}}},

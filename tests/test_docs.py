@@ -29,7 +29,8 @@ EXERCISED_COMMANDS = {
         "tests/test_sweep_end_to_end.py (sweep_size, sweep_joint; each with --params)"
     ),
     "kedro run --pipeline sweep_<name> --tags training": (
-        "tests/test_sweep_end_to_end.py, tests/short_run.py (sweep_compare)"
+        "tests/short_run.py (sweep_compare); tests/test_sweep_end_to_end.py re-runs it as "
+        "a Kedro session"
     ),
     "kedro run --pipeline sweep_<name> --runner ParallelRunner": (
         "tests/test_sweep_end_to_end.py::"

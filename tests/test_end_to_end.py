@@ -1,4 +1,9 @@
-"""`kedro run` as a user runs it, in a temporary copy of the project."""
+"""`kedro run` as a user runs it, in a temporary copy of the project.
+
+Where the command line itself is not under test (what the pipelines write, how a bad
+parameter is refused), the run is a Kedro session in this process (tests/kedro_session.py),
+which spares a new process's imports.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ import scipy.sparse as sp
 import yaml
 
 from omics_vae.models.checkpoints import CheckpointError, read_checkpoint
+from omics_vae.params import InvalidParametersError
 from tests.conftest import use_pbmc_3chem, use_quick_metrics
+from tests.kedro_session import run_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -35,9 +42,9 @@ def _versions(project: Path, relative: str) -> list[Path]:
     return sorted((project / relative).glob("*/*"))
 
 
-def test_data_processing_on_the_embedded_default_writes_new_versions(project_copy, kedro_cli):
-    kedro_cli("run", "--pipeline", "data_processing")
-    kedro_cli("run", "--pipeline", "data_processing")
+def test_data_processing_on_the_embedded_default_writes_new_versions(project_copy):
+    run_in_process(project_copy, "data_processing")
+    run_in_process(project_copy, "data_processing")
 
     model_inputs = _versions(project_copy, "data/05_model_input/model_input.h5ad")
     assert len(model_inputs) == 2
@@ -60,17 +67,9 @@ def test_data_processing_on_the_embedded_default_writes_new_versions(project_cop
     assert qc_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_bad_parameter_fails_in_the_first_second_naming_the_key(project_copy, kedro_cli):
-    result = kedro_cli(
-        "run",
-        "--pipeline",
-        "data_processing",
-        "--params",
-        "data_processing.qc.min_genes=5",
-        check=False,
-    )
-    assert result.returncode != 0
-    assert "data_processing.qc.min_genes" in result.stdout + result.stderr
+def test_a_bad_parameter_fails_in_the_first_second_naming_the_key(project_copy):
+    with pytest.raises(InvalidParametersError, match=r"data_processing\.qc\.min_genes"):
+        run_in_process(project_copy, "data_processing", params={"data_processing.qc.min_genes": 5})
     assert not _versions(project_copy, "data/05_model_input/model_input.h5ad")
 
 
