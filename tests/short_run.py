@@ -1,4 +1,5 @@
-"""One short `kedro run` shared by the notebook, browser and registry tests of a session.
+"""One short `kedro run` shared by the notebook, browser, registry, paired and viz tests of a
+session.
 
 Not a conftest fixture (conftest.py is shared by the whole suite): each test module wraps
 ``short_run_project`` in a fixture of its own, and the project it made is found again in
@@ -93,3 +94,13 @@ def paired_short_run(project: Path) -> Path:
         kedro(project, "run", "--pipeline", "paired", "--params", ",".join(FAST_PAIRED))
         done.touch()
     return project
+
+
+def viz_build(project: Path) -> Path:
+    """`kedro viz build` once in the shared short-run project, on demand: its build folder,
+    shared by the test of the export and the browser's look at it."""
+    done = project.parent / "viz_done"
+    if not done.exists():
+        kedro(project, "viz", "build")
+        done.touch()
+    return project / "build"

@@ -27,6 +27,7 @@ from omics_vae.models.checkpoints import CheckpointError, read_checkpoint
 from omics_vae.params import InvalidParametersError
 from tests.conftest import use_pbmc_3chem, use_quick_metrics
 from tests.kedro_session import run_in_process
+from tests.short_run import short_run_project, viz_build
 
 pytestmark = pytest.mark.e2e
 
@@ -173,9 +174,9 @@ def _check_mlflow_store(store: Path, n_training_runs: int) -> None:
         assert connection.execute("select count(*) from runs").fetchone()[0] >= n_training_runs
 
 
-def test_kedro_viz_build_exports_the_pipelines_with_layers(project_copy, kedro_cli):
-    kedro_cli("viz", "build")
-    build = project_copy / "build"
+def test_kedro_viz_build_exports_the_pipelines_with_layers(tmp_path_factory):
+    # The build of the shared short run, which the browser tests open too.
+    build = viz_build(short_run_project(tmp_path_factory))
     main = (build / "api" / "main").read_text()
     assert "train_model_node" in main
     assert "model_input" in main
