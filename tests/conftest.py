@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import subprocess
@@ -12,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 
-from omics_vae.data.simulate import simulate_counts
+from omics_vae.context import parameter_schemas
+from omics_vae.params import validate_section
+from tests.tiny_training import fast_training_params, tiny_model_input
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -184,27 +184,24 @@ def use_quick_metrics(project: Path) -> None:
 @pytest.fixture
 def model_input():
     """240 cells x 50 genes shaped like the data_processing output."""
-    adata = simulate_counts(
-        n_cells=240, n_genes=50, n_batches=2, n_cell_types=3, seed=1, low_quality_fraction=0.0
-    )
-    adata.layers["counts"] = adata.X.copy()
-    adata.X = np.log1p(adata.X)
-    rng = np.random.default_rng(0)
-    adata.obs["split"] = rng.choice(["train", "val", "test"], adata.n_obs, p=[0.7, 0.2, 0.1])
-    adata.obs["split"] = adata.obs["split"].astype("category")
-    adata.uns["data_processing"] = {"params": {"batch_key": "batch", "cell_type_key": "cell_type"}}
-    return adata
+    return tiny_model_input()
 
 
 @pytest.fixture
 def training_params(tmp_path: Path) -> dict[str, Any]:
     """The committed training parameters, shrunk to a few fast epochs."""
-    base = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())
-    params = copy.deepcopy(base["training"])
-    params["trainer"].update(
-        max_epochs=3, batch_size=32, eval_batch_size=64, enable_progress_bar=False
-    )
-    for hyperparameters in params["hyperparameters"].values():
-        hyperparameters.update(n_hidden=16)
-    params["checkpoint_dir"] = str(tmp_path / "checkpoints")
-    return params
+    return fast_training_params(tmp_path / "checkpoints")
+
+
+def validated_block(section: str, values: Any) -> Any:
+    """A parameter block as the project's context gives it to nodes: its validated object.
+
+    Args:
+        section: The block's dotted key, e.g. ``training`` or ``paired.processing``.
+        values: The block as written in YAML.
+    """
+    top, *path = section.split(".")
+    schema = parameter_schemas()[top]
+    for part in path:
+        schema = schema.model_fields[part].annotation
+    return validate_section(section, schema, values)

@@ -54,7 +54,11 @@ def test_a_dry_run_prints_the_plan_and_leaves_data_and_the_store_unchanged(
 
 
 def test_a_failed_processing_run_leaves_the_previous_complete_set_as_latest(project_copy, caplog):
-    use_small_simulated_counts(project_copy, {"hvg": {"n_top_genes": 200}})
+    # QC thresholds for 300 genes: the default ones keep too few cells for a training batch.
+    use_small_simulated_counts(
+        project_copy,
+        {"hvg": {"n_top_genes": 200}, "qc": {"min_genes_per_cell": 20, "min_counts_per_cell": 50}},
+    )
     local = project_copy / "conf" / "local"
     run_in_process(project_copy, "data_processing")
     reports = project_copy / "data" / "08_reporting"

@@ -16,7 +16,7 @@ from omics_vae.data.simulate import simulate_counts
 from omics_vae.datasets import H5ADDataset, LightningCheckpointDataset
 from omics_vae.pipelines.training.nodes import make_model_card
 from omics_vae.training.single_cell import train_model
-from tests.conftest import _copy_project, write_yaml
+from tests.conftest import _copy_project, validated_block, write_yaml
 from tests.kedro_session import run_in_process
 from tests.short_run import kedro, short_run_project
 
@@ -45,7 +45,7 @@ def train_tiny(model_input, model: str, checkpoint_dir: Path, **hyperparameters:
     params["hyperparameters"][model].update(n_hidden=8, **hyperparameters)
     params["checkpoint_dir"] = str(checkpoint_dir)
     trained, history, summary = train_model(model_input, params)
-    return trained, make_model_card(summary, params, history)
+    return trained, make_model_card(summary, validated_block("training", params), history)
 
 
 def log_training_run(
@@ -249,7 +249,10 @@ def test_kedro_embeds_with_the_registered_champion(tmp_path_factory):
     """A colleague's clone shares only the MLflow store: no checkpoint, its own data."""
     trained = short_run_project(tmp_path_factory)
     uri = f"sqlite:///{trained / 'mlflow.db'}"
-    seed_0 = runs.find_models("invae", params={"training.seed": 0}, tracking_uri=uri)
+    # The YAML leaves n_latent_bio to inVAE's declaration; the run logged its value.
+    seed_0 = runs.find_models(
+        "invae", hyperparameters={"n_latent_bio": 30}, params={"training.seed": 0}, tracking_uri=uri
+    )
     runs.register_model(seed_0.run_id.iloc[0], alias="champion", tracking_uri=uri)
     clone = _copy_project(tmp_path_factory.mktemp("clone") / "project")
     write_yaml(clone / "conf/local/mlflow.yml", {"server": {"mlflow_tracking_uri": uri}})

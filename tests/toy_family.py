@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from kedro.pipeline import Node, Pipeline
+from pydantic import Field
 from sklearn.decomposition import PCA
 
 from omics_vae.families import Family
+from omics_vae.params import StrictModel
 from omics_vae.schemas.training import FitParams
 
 
@@ -22,11 +24,26 @@ def standardise(raw: pd.DataFrame) -> pd.DataFrame:
     return (raw - raw.mean()) / raw.std(ddof=0)
 
 
-def fit_pca(table: pd.DataFrame, params: dict[str, Any]) -> tuple[PCA, dict[str, Any]]:
-    """A PCA of ``params['n_components']`` components, seeded, and its training summary."""
+class ToyTrainingParams(StrictModel):
+    """``toy.training``: the PCA's size and seed."""
+
+    n_components: int = Field(..., ge=1)
+    seed: int = 0
+    checkpoint_dir: str = "unused"
+    dry_run: bool = False
+
+
+class ToyParams(StrictModel):
+    """The toy family's one parameter block, ``toy``."""
+
+    training: ToyTrainingParams
+
+
+def fit_pca(table: pd.DataFrame, params: ToyTrainingParams) -> tuple[PCA, dict[str, Any]]:
+    """A PCA of ``params.n_components`` components, seeded, and its training summary."""
     started = time.perf_counter()
-    model = PCA(n_components=params["n_components"], random_state=params["seed"]).fit(table)
-    identity = f"{pd.util.hash_pandas_object(table).sum()}|{sorted(params.items())}"
+    model = PCA(n_components=params.n_components, random_state=params.seed).fit(table)
+    identity = f"{pd.util.hash_pandas_object(table).sum()}|{sorted(params.model_dump().items())}"
     summary = {
         "model": "pca",
         "data_fingerprint": hashlib.blake2b(table.to_numpy().tobytes()).hexdigest()[:16],
@@ -97,6 +114,7 @@ TOY = Family(
     checkpoint_dir="toy.training.checkpoint_dir",
     training_section="toy.training",
     training_schema=FitParams,
+    parameters={"toy": ToyParams},
     score_row=model_scores,
     prefix="toy_",
     scores="toy_scores",

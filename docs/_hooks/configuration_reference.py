@@ -1,6 +1,6 @@
 """MkDocs hook: the configuration reference, generated from the parameter schemas.
 
-Every build renders ``reference/configuration.md`` from ``omics_vae.hooks.PARAMETER_SCHEMAS``
+Every build renders ``reference/configuration.md`` from ``omics_vae.context.parameter_schemas()``
 (the pydantic models that validate ``conf/<env>/parameters_*.yml`` on load) and from each
 registered model's hyperparameter schema, so the page cannot drift from the code.
 """
@@ -16,7 +16,8 @@ from mkdocs.structure.files import File
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from omics_vae.hooks import PARAMETER_SCHEMAS
+from omics_vae.context import parameter_schemas
+from omics_vae.families import FAMILIES
 from omics_vae.models import MODEL_REGISTRY
 from omics_vae.schemas.training import hyperparameter_schema
 
@@ -38,25 +39,34 @@ def on_files(files, config):
 
 def configuration_reference() -> str:
     sections = [INTRODUCTION]
-    for key, schema in PARAMETER_SCHEMAS.items():
+    for key, schema in parameter_schemas().items():
         sections.append(f"## `{key}`\n\n{_doc(schema)}")
         sections.extend(_tables(schema, key))
-        if key == "training":
-            sections.extend(_model_hyperparameters())
+        sections.extend(_model_hyperparameters(key))
     return "\n\n".join(section.strip() for section in sections if section) + "\n"
 
 
-def _model_hyperparameters() -> list[str]:
+def _model_hyperparameters(key: str) -> list[str]:
+    """A table per model trained by a training block under ``key``, from the model's one
+    declaration of its hyperparameters."""
     sections = []
-    for name, model_class in sorted(MODEL_REGISTRY.items()):
-        schema = hyperparameter_schema(model_class)
-        prefix = f"training.hyperparameters.{name}"
-        sections.append(
-            f"### `{prefix}`\n\nThe hyperparameters of `{model_class.__name__}`, read from "
-            "its constructor; used when `training.model` is "
-            f"`{name}`."
-        )
-        sections.extend(_tables(schema, prefix, heading=False))
+    for family in FAMILIES.values():
+        if family.training_section.split(".")[0] != key:
+            continue
+        schema = family.training_schema
+        for name, model_class in sorted(MODEL_REGISTRY.items()):
+            if model_class.data_kind != schema.data_kind:
+                continue
+            prefix = f"{family.training_section}.{schema.hyperparameters_key(name)}"
+            declaration = model_class.hyperparameter_class
+            sections.append(
+                f"### `{prefix}`\n\nThe hyperparameters of `{model_class.__name__}`, used "
+                f"when `{family.training_section}.model` is `{name}`. They and their "
+                f"defaults are declared once, in `{declaration.__module__}."
+                f"{declaration.__qualname__}`; the YAML lists only what it changes. "
+                "Learning rate, weight decay and optimiser come from `optimizer`."
+            )
+            sections.extend(_tables(hyperparameter_schema(model_class), prefix))
     return sections
 
 

@@ -12,11 +12,13 @@ its pipelines) plus its configuration.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kedro.pipeline import Pipeline
+from pydantic import BaseModel
 
 from omics_vae.pipelines import (
     data_processing,
@@ -29,6 +31,10 @@ from omics_vae.pipelines import (
     training,
 )
 from omics_vae.pipelines.sweep.nodes import paired_scores, single_cell_scores
+from omics_vae.schemas.data_processing import DataProcessingParams
+from omics_vae.schemas.embedding import EmbeddingParams
+from omics_vae.schemas.evaluation import EvaluationParams
+from omics_vae.schemas.paired import PairedParams
 from omics_vae.schemas.paired_training import PairedTrainingParams
 from omics_vae.schemas.training import FitParams, TrainingParams
 
@@ -50,6 +56,8 @@ class Family:
         checkpoint_dir: Dotted key of the Lightning checkpoint folder.
         training_section: Dotted key of the training block (for dry runs and plans).
         training_schema: The schema of that block.
+        parameters: The schema of each of the family's top-level parameter blocks; the
+            project's context validates them once and gives nodes the validated objects.
         prefix: Prefix of the family's catalog names (``paired_model``, ...).
         scores: The evaluation dataset a sweep's comparison reads per variant.
         score_row: Its model's scores in that dataset, ``{metric: value}``.
@@ -67,6 +75,7 @@ class Family:
     checkpoint_dir: str
     training_section: str
     training_schema: type[FitParams]
+    parameters: Mapping[str, type[BaseModel]]
     score_row: Callable[[Any], dict[str, float]] = single_cell_scores
     prefix: str = ""
     scores: str = "scib_results"
@@ -110,6 +119,12 @@ SINGLE_CELL = register_family(
         checkpoint_dir="training.checkpoint_dir",
         training_section="training",
         training_schema=TrainingParams,
+        parameters={
+            "data_processing": DataProcessingParams,
+            "training": TrainingParams,
+            "embedding": EmbeddingParams,
+            "evaluation": EvaluationParams,
+        },
     )
 )
 
@@ -128,6 +143,7 @@ PAIRED = register_family(
         checkpoint_dir="paired.training.checkpoint_dir",
         training_section="paired.training",
         training_schema=PairedTrainingParams,
+        parameters={"paired": PairedParams},
         prefix="paired_",
         scores="paired_imputation_summary",
         score_row=paired_scores,
@@ -135,6 +151,22 @@ PAIRED = register_family(
         fixed_prefix="paired.processing",
     )
 )
+
+
+def with_default_hyperparameters(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with each family's training block completed by its models' declared
+    hyperparameters (``training_schema.with_default_hyperparameters``), so what a run
+    logs, validates and sweeps over are its effective values, while the YAML lists only
+    what differs from the declarations."""
+    completed = copy.deepcopy(dict(params))
+    for family in FAMILIES.values():
+        *parents, leaf = family.training_section.split(".")
+        node: Any = completed
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), Mapping):
+            node[leaf] = family.training_schema.with_default_hyperparameters(node[leaf])
+    return completed
 
 
 def training_family(section: str) -> Family | None:

@@ -3,23 +3,24 @@ embedding with a registered model."""
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import mlflow
 import torch
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, MemoryDataset, SharedMemoryDataset
+from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
 from kedro_mlflow.framework.hooks.utils import _flatten_dict
 from mlflow.entities import RunStatus
+from pydantic import BaseModel
 
 from omics_vae.datasets import RegisteredModelDataset
 from omics_vae.families import FAMILIES, training_family
-from omics_vae.params import InvalidParametersError, validate_parameters, validate_section
+from omics_vae.params import InvalidParametersError
 from omics_vae.run_records import (
     SET_ASIDE_SUFFIX,
     close_runs_of_ended_processes,
@@ -28,7 +29,6 @@ from omics_vae.run_records import (
     set_aside,
     variant_fingerprint,
 )
-from omics_vae.schemas import PARAMETER_SCHEMAS
 from omics_vae.schemas.training import plan_table
 from omics_vae.sweeps import use_config_loader
 from omics_vae.training.fitting import TrainingDryRun
@@ -40,11 +40,57 @@ VARIANT_STAGES_TAG = "sweep.variant_stages"
 
 
 class ParameterValidationHooks:
-    """Checks every parameter block against its schema before any node runs."""
+    """Validates every parameter block (``ProjectContext.params``) as soon as the context
+    exists, so a typo fails in the first second, before any pipeline is loaded."""
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        validate_parameters(context.params, PARAMETER_SCHEMAS)
+        context.params  # noqa: B018 - the property validates, once, and keeps the result
+
+
+class ProjectMlflowHook(MlflowHook):
+    """kedro-mlflow's hook, replacing the plugin's own instance
+    (``DISABLE_HOOKS_FOR_PLUGINS``), with two changes:
+
+    - a node's validated parameter objects are logged under the same dotted keys as the
+      dictionaries they were read from (kedro-mlflow flattens only dictionaries);
+    - a failed run's MLflow runs end with the error's ``mlflow_status`` (``KILLED`` for
+      training stopped by a signal, else ``FAILED``), also when no run is active in this
+      thread (where kedro-mlflow 2's own handler raises ``UnboundLocalError``).
+    """
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool) -> None:
+        super().before_node_run(node, catalog, loggable(inputs), is_async)
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params, pipeline, catalog) -> None:
+        if not self._is_mlflow_enabled or self._already_active_mlflow:
+            super().on_pipeline_error(error, run_params, pipeline, catalog)
+            return
+        status = run_status_of(error)
+        closed = set()
+        while mlflow.active_run():
+            closed.add(mlflow.active_run().info.run_id)
+            mlflow.end_run(status)
+        if self.run_id is not None and self.run_id not in closed:
+            mlflow.MlflowClient().set_terminated(self.run_id, status)
+        logger.info("The MLflow run %s ended as %s: %s", self.run_id, status, error)
+
+
+def run_status_of(error: BaseException) -> str:
+    """How the MLflow runs of a failed pipeline end: the error's own ``mlflow_status``
+    (``KILLED`` for training stopped by a signal), else ``FAILED``."""
+    return getattr(error, "mlflow_status", RunStatus.to_string(RunStatus.FAILED))
+
+
+def loggable(value: Any) -> Any:
+    """``value`` with every pydantic object inside it turned into its dictionary."""
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, dict):
+        return {key: loggable(item) for key, item in value.items()}
+    return value
 
 
 class DryRunHooks:
@@ -57,9 +103,8 @@ class DryRunHooks:
         tables = {}
         for section in sorted(_training_sections(pipeline)):
             block = catalog.load(f"params:{section}")
-            if isinstance(block, dict) and block.get("dry_run"):
-                schema = training_family(section).training_schema
-                tables[section] = plan_table(validate_section(section, schema, block), section)
+            if block.dry_run:
+                tables[section] = plan_table(block, section)
         if not tables:
             return
         for section, table in tables.items():
@@ -100,8 +145,9 @@ class RunIntegrityHooks:
     @hook_impl
     def after_dataset_saved(self, dataset_name: str) -> None:
         dataset = self._catalog.get(dataset_name) if self._catalog is not None else None
-        if isinstance(dataset, AbstractVersionedDataset):
-            self._saved[dataset_name] = Path(saved_file(dataset))
+        path = saved_file(self._catalog, dataset_name) if dataset is not None else None
+        if isinstance(dataset, AbstractVersionedDataset) and path is not None:
+            self._saved[dataset_name] = Path(path)
 
     @hook_impl
     def on_pipeline_error(self, pipeline, catalog) -> None:
@@ -184,11 +230,10 @@ class MlflowLineageHooks:
         metadata = getattr(dataset, "metadata", None) or {}
         artifact_path = (metadata.get("mlflow") or {}).get("artifact_path")
         run = mlflow.active_run()
-        if artifact_path is None or run is None:
+        path = saved_file(self._catalog, dataset_name) if artifact_path else None
+        if path is None or run is None:
             return
-        mlflow.MlflowClient().log_artifact(
-            run.info.run_id, saved_file(dataset), artifact_path=artifact_path
-        )
+        mlflow.MlflowClient().log_artifact(run.info.run_id, path, artifact_path=artifact_path)
 
     @hook_impl
     def after_node_run(self, node, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
@@ -251,7 +296,7 @@ class MlflowLineageHooks:
 
     def _load_version(self, dataset_name: str) -> str | None:
         dataset = self._dataset(dataset_name)
-        if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None:
+        if isinstance(dataset, AbstractVersionedDataset):
             try:
                 return dataset.resolve_load_version()
             except Exception:
@@ -259,11 +304,21 @@ class MlflowLineageHooks:
         return None
 
 
-def saved_file(dataset) -> str:
-    """Local path of the file a dataset has just saved (its version's file if versioned)."""
-    if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None:
-        return str(dataset._get_versioned_path(dataset.resolve_save_version()))
-    return str(dataset._filepath)
+def saved_file(catalog, dataset_name: str) -> str | None:
+    """Local path of the file a dataset has just saved: its ``filepath`` in the catalog's
+    configuration, inside its save version's folder if versioned (Kedro's documented
+    layout ``<filepath>/<version>/<file name>``); ``None`` for a dataset without a file
+    (an MLflow model, a metrics history)."""
+    resolver = catalog.config_resolver
+    config = resolver.config.get(dataset_name) or resolver.resolve_pattern(dataset_name)
+    if "filepath" not in config:
+        return None
+    filepath = PurePosixPath(config["filepath"])
+    dataset = catalog.get(dataset_name)
+    version = (
+        dataset.resolve_save_version() if isinstance(dataset, AbstractVersionedDataset) else None
+    )
+    return str(filepath / version / filepath.name) if version else str(filepath)
 
 
 class ParallelRunnerHooks:
@@ -304,12 +359,12 @@ class SweepRunHooks:
     tracked or saved again: its outputs stay in memory for the comparison, and the parent
     run names the earlier run (``sweep.reused.<variant>``). Under ParallelRunner the child
     runs are created when the pipeline starts, in the main process, so that workers share
-    them (their ids travel in an environment variable), and are never skipped.
+    them, and are never skipped: the runs' ids, the tracking store and the workers' torch
+    thread count travel to the workers in the catalog, as the in-memory dataset
+    ``SWEEP_TRACKING`` that each worker's hook reads before its node runs.
     """
 
-    CHILD_RUNS_ENV = "OMICS_VAE_SWEEP_RUNS"
-    PARENT_RUN_ENV = "OMICS_VAE_PARENT_RUN"
-    THREADS_ENV = "OMICS_VAE_WORKER_THREADS"
+    SWEEP_TRACKING = "sweep_tracking"
 
     def __init__(self) -> None:
         self._pushed: dict[str, int] = {}
@@ -319,6 +374,8 @@ class SweepRunHooks:
         self._replayed: set[str] = set()
         self._pipeline = None
         self._catalog = None
+        self._parent: str | None = None
+        self._children: dict[str, str] = {}
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -333,32 +390,41 @@ class SweepRunHooks:
             if self._variant_of(node) is not None:
                 self._stages[self._variant_of(node)].update(node.tags)
         parent = mlflow.active_run()
+        self._parent, self._children = None, {}
         if not self._blocks or parent is None:
             return
-        os.environ[self.PARENT_RUN_ENV] = parent.info.run_id
-        os.environ[self.CHILD_RUNS_ENV] = "{}"
+        self._parent = parent.info.run_id
         mlflow.set_tags({"sweep.variants": len(self._blocks)})
         if not _is_parallel(run_params):
             return
         for name in self._blocks:
             self._create_child_run(name)
-        # Parallel workers inherit the store's address, whatever set it in this process.
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
         workers = min(len(self._blocks), os.cpu_count() or 1)
-        os.environ[self.THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // workers))
+        catalog[self.SWEEP_TRACKING] = MemoryDataset(
+            {
+                "parent": self._parent,
+                "children": dict(self._children),
+                # Workers reach the store this process uses, whatever set it here.
+                "tracking_uri": mlflow.get_tracking_uri(),
+                "threads": max(1, (os.cpu_count() or 1) // workers),
+            }
+        )
 
     @hook_impl
-    def before_node_run(self, node) -> None:
+    def before_node_run(self, node, catalog) -> None:
         in_worker = multiprocessing.parent_process() is not None
-        if in_worker and os.environ.get(self.THREADS_ENV):
-            torch.set_num_threads(int(os.environ[self.THREADS_ENV]))
+        if in_worker and self.SWEEP_TRACKING in catalog:
+            tracking = catalog.load(self.SWEEP_TRACKING)
+            self._parent, self._children = tracking["parent"], tracking["children"]
+            mlflow.set_tracking_uri(tracking["tracking_uri"])
+            torch.set_num_threads(tracking["threads"])
         self._activate(node, self._run_for(node, in_worker))
 
     @hook_impl(tryfirst=True)
     def after_node_run(self, node, outputs: dict[str, Any]) -> None:
         # Before the outputs are saved, and before MlflowLineageHooks tags the active run.
         variant = self._variant_of(node)
-        if variant is None or variant in self._child_runs() or variant in self._replayed:
+        if variant is None or variant in self._children or variant in self._replayed:
             return
         variant_fingerprint = self._variant_fingerprint(variant, outputs)
         earlier = self._finished_run_with(variant, variant_fingerprint)
@@ -388,8 +454,8 @@ class SweepRunHooks:
         self._close_child_runs(RunStatus.FINISHED)
 
     @hook_impl
-    def on_pipeline_error(self) -> None:
-        self._close_child_runs(RunStatus.FAILED)
+    def on_pipeline_error(self, error: Exception) -> None:
+        self._close_child_runs(RunStatus.from_string(run_status_of(error)))
 
     def _activate(self, node, run_id: str | None) -> None:
         active = mlflow.active_run()
@@ -403,22 +469,19 @@ class SweepRunHooks:
     def _run_for(self, node, in_worker: bool) -> str | None:
         variant = self._variant_of(node)
         if variant is not None:
-            return self._child_runs().get(variant)
+            return self._children.get(variant)
         # A worker process starts with no active run: the parent's nodes log to the parent.
-        return os.environ.get(self.PARENT_RUN_ENV) if in_worker else None
+        return self._parent if in_worker else None
 
     def _variant_of(self, node) -> str | None:
         if not node.namespace:
             return None
         variant = node.namespace.split(".")[0]
-        known = variant in self._blocks or variant in self._child_runs()
+        known = variant in self._blocks or variant in self._children
         return variant if known else None
 
-    def _child_runs(self) -> dict[str, str]:
-        return json.loads(os.environ.get(self.CHILD_RUNS_ENV) or "{}")
-
     def _create_child_run(self, variant: str, variant_fingerprint: str | None = None) -> str:
-        parent = mlflow.MlflowClient().get_run(os.environ[self.PARENT_RUN_ENV])
+        parent = mlflow.MlflowClient().get_run(self._parent)
         run_id = _create_child_run(
             mlflow.MlflowClient(), parent, variant, self._blocks[variant], self._catalog
         )
@@ -426,7 +489,7 @@ class SweepRunHooks:
             client = mlflow.MlflowClient()
             client.set_tag(run_id, VARIANT_FINGERPRINT_TAG, variant_fingerprint)
             client.set_tag(run_id, VARIANT_STAGES_TAG, ",".join(sorted(self._stages[variant])))
-        os.environ[self.CHILD_RUNS_ENV] = json.dumps({**self._child_runs(), variant: run_id})
+        self._children[variant] = run_id
         return run_id
 
     def _variant_fingerprint(self, variant: str, outputs: dict[str, Any]) -> str | None:
@@ -438,7 +501,7 @@ class SweepRunHooks:
         ]
         if len(summaries) != 1:
             return None
-        block = {k: v for k, v in self._blocks[variant].items() if k != "sweep"}
+        block = {k: loggable(v) for k, v in self._blocks[variant].items() if k != "sweep"}
         return variant_fingerprint(summaries[0]["training_fingerprint"], block)
 
     def _finished_run_with(self, variant: str, fingerprint: str | None) -> str | None:
@@ -447,7 +510,7 @@ class SweepRunHooks:
         )
         if fingerprint is None or forced:
             return None
-        parent = mlflow.MlflowClient().get_run(os.environ[self.PARENT_RUN_ENV])
+        parent = mlflow.MlflowClient().get_run(self._parent)
         runs = mlflow.MlflowClient().search_runs(
             [parent.info.experiment_id],
             filter_string=(
@@ -485,13 +548,11 @@ class SweepRunHooks:
         mlflow.end_run(RunStatus.to_string(status))
 
     def _close_child_runs(self, status: int) -> None:
-        child_runs = self._child_runs()
+        child_runs, self._children, self._parent = self._children, {}, None
         client = mlflow.MlflowClient()
         for variant, run_id in child_runs.items():
             final = RunStatus.FAILED if variant in self._failed else status
             client.set_terminated(run_id, RunStatus.to_string(final))
-        for name in (self.CHILD_RUNS_ENV, self.PARENT_RUN_ENV, self.THREADS_ENV):
-            os.environ.pop(name, None)
 
 
 def _variant_blocks(pipeline, catalog) -> dict[str, dict[str, Any]]:
@@ -520,7 +581,7 @@ def _create_child_run(client, parent, variant: str, block: dict[str, Any], catal
         },
     )
     # The keys a plain run logs for its parameter blocks, so Compare lines them up.
-    sections = {key: value for key, value in block.items() if key != "sweep"}
+    sections = {key: loggable(value) for key, value in block.items() if key != "sweep"}
     params = _flatten_dict(sections, recursive=True, sep=".")
     if "params:force_retrain" in catalog:
         params["force_retrain"] = catalog.load("params:force_retrain")

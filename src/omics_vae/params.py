@@ -1,13 +1,12 @@
 """Validation of the parameters in ``conf/<env>/parameters_*.yml``.
 
-Each pipeline declares a pydantic schema for its top-level parameter key. They are all
-checked as soon as the Kedro context exists, so a typo or a wrong type fails in the first
-second with the dotted key, not after an hour of training.
+Each top-level parameter block has a pydantic schema. The project's Kedro context
+(``omics_vae.context``) checks them all once, as soon as it exists, so a typo or a wrong
+type fails in the first second with the dotted key, not after an hour of training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -47,10 +46,3 @@ def validate_section(section: str, schema: type[BaseModel], values: Any) -> Base
         return schema.model_validate(values)
     except ValidationError as error:
         raise InvalidParametersError(format_validation_error(section, error)) from None
-
-
-def validate_parameters(params: Mapping[str, Any], schemas: Mapping[str, type[BaseModel]]) -> None:
-    """Validate every block of ``params`` that has a schema in ``schemas``."""
-    for section, schema in schemas.items():
-        if section in params:
-            validate_section(section, schema, params[section])

@@ -1,10 +1,12 @@
 """Project settings. https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
 
+from omics_vae.context import ProjectContext
 from omics_vae.hooks import (
     DryRunHooks,
     MlflowLineageHooks,
     ParallelRunnerHooks,
     ParameterValidationHooks,
+    ProjectMlflowHook,
     RegisteredModelHooks,
     RunIntegrityHooks,
     SweepRunHooks,
@@ -22,7 +24,16 @@ HOOKS = (
     SweepRunHooks(),
     MlflowLineageHooks(),
     RegisteredModelHooks(),
+    ProjectMlflowHook(),
 )
+# kedro-mlflow's hook is registered above, as ProjectMlflowHook, which logs the
+# validated parameter objects nodes receive under their usual keys and ends an
+# interrupted run as KILLED.
+# Kedro matches the distribution's name as its metadata writes it (kedro_mlflow).
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
+
+# Every parameter block validated once, when the context is created (omics_vae.context).
+CONTEXT_CLASS = ProjectContext
 
 # OmegaConfigLoader that also adds each sweep variant's parameter blocks (omics_vae.sweeps).
 CONFIG_LOADER_CLASS = SweepConfigLoader

@@ -26,9 +26,8 @@ from kedro.framework.project import settings
 from kedro.utils import find_kedro_project
 from pydantic import Field, field_validator
 
-from omics_vae.families import FAMILIES
+from omics_vae.families import FAMILIES, with_default_hyperparameters
 from omics_vae.params import StrictModel, validate_section
-from omics_vae.schemas import PARAMETER_SCHEMAS
 
 SWEEPS_KEY = "sweeps"
 SWEEPS_FILE = "conf/base/parameters_sweeps.yml"
@@ -159,17 +158,17 @@ def _refuse_duplicate_names(sweep: str, variants: list[Variant]) -> None:
         seen[variant.name] = variant
 
 
-def variant_parameters(
-    params: Mapping[str, Any], variant: Variant, schemas: Mapping[str, type] | None = None
-) -> dict[str, Any]:
+def variant_parameters(params: Mapping[str, Any], variant: Variant) -> dict[str, Any]:
     """The swept parameter blocks of ``params`` with the variant's overrides applied, and
     its Lightning checkpoints in a folder of its own (so ``resume_from: last`` finds the
     variant's own run).
 
+    The blocks are validated with the rest of the parameters, by the project's context
+    (``omics_vae.context``), after the project's own blocks.
+
     Raises:
         SweepError: An override key that is not in the project's parameters, or a value
-            whose type differs from the default's (checked again by the block's schema
-            when ``schemas`` is given).
+            whose type differs from the default's.
     """
     keys = FAMILIES[variant.family]
     blocks = {section: copy.deepcopy(params.get(section, {})) for section in keys.sections}
@@ -178,15 +177,6 @@ def variant_parameters(
         _set_override(blocks, keys.checkpoint_dir, f"{checkpoints}/sweeps/{variant.name}", variant)
     for key, value in variant.overrides.items():
         _set_override(blocks, key, value, variant)
-    for section, schema in (schemas or {}).items():
-        if section in blocks and section in keys.sections:
-            try:
-                validate_section(f"{variant.name}.{section}", schema, blocks[section])
-            except ValueError as error:
-                raise SweepError(
-                    f"Variant '{variant.name}' of sweep '{variant.sweep}' has invalid "
-                    f"parameters:\n{error}"
-                ) from None
     return blocks
 
 
@@ -282,10 +272,14 @@ def _refuse_clashes_with_parameters(names: list[str], params: Mapping[str, Any])
             )
 
 
-def sweep_parameters(
-    params: Mapping[str, Any], schemas: Mapping[str, type] | None = None
-) -> dict[str, dict[str, Any]]:
-    """The namespaced parameter blocks of every variant, keyed by variant name."""
+def sweep_parameters(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The namespaced parameter blocks of every variant, keyed by variant name.
+
+    The models' hyperparameters are completed from their declarations first
+    (``families.with_default_hyperparameters``), so a variant may override one the
+    project's YAML leaves at its default.
+    """
+    params = with_default_hyperparameters(params)
     blocks = {}
     sweeps = expand_sweeps(params)
     _refuse_clashes_with_parameters([v.name for vs in sweeps.values() for v in vs], params)
@@ -293,7 +287,7 @@ def sweep_parameters(
         for variant in variants:
             seed_key = FAMILIES[variant.family].seed
             blocks[variant.name] = {
-                **variant_parameters(params, variant, schemas),
+                **variant_parameters(params, variant),
                 "sweep": {
                     "name": variant.sweep,
                     "family": variant.family,
@@ -329,14 +323,21 @@ def project_parameters() -> dict[str, Any]:
 
 
 class SweepConfigLoader(OmegaConfigLoader):
-    """Kedro's OmegaConfigLoader, plus each sweep variant's parameters under its name.
+    """Kedro's OmegaConfigLoader, with every model hyperparameter the parameters leave to
+    its declared default written out (``families.with_default_hyperparameters``), plus
+    each sweep variant's parameters under its name.
 
-    ``--params`` values are merged before the expansion, so a runtime override such as
+    ``--params`` values are merged before both, so a runtime override such as
     ``training.trainer.max_epochs=5`` reaches every variant.
     """
 
     def __getitem__(self, key: str) -> dict[str, Any]:
-        config = super().__getitem__(key)
-        if key == "parameters" and config.get(SWEEPS_KEY):
-            config = {**config, **sweep_parameters(config, PARAMETER_SCHEMAS)}
-        return config
+        if key != "parameters":
+            return super().__getitem__(key)
+        # Read by the context, the pipeline registry and plugins: expanded once.
+        if getattr(self, "_expanded_parameters", None) is None:
+            config = with_default_hyperparameters(super().__getitem__(key))
+            if config.get(SWEEPS_KEY):
+                config = {**config, **sweep_parameters(config)}
+            self._expanded_parameters = config
+        return copy.deepcopy(self._expanded_parameters)

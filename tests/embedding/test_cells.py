@@ -9,6 +9,7 @@ from omics_vae.embedding.cells import EmbeddingInputError, changed_from_defaults
 from omics_vae.pipelines.training.nodes import make_model_card
 from omics_vae.schemas.embedding import EmbeddingParams
 from omics_vae.training.single_cell import train_model
+from tests.conftest import validated_block
 
 CONFIG = EmbeddingParams(batch_size=64, reconstruction_error=True)
 
@@ -17,7 +18,7 @@ CONFIG = EmbeddingParams(batch_size=64, reconstruction_error=True)
 def trained(request, model_input, training_params):
     training_params["model"] = request.param
     model, history, summary = train_model(model_input, training_params)
-    return model, make_model_card(summary, training_params, history)
+    return model, make_model_card(summary, validated_block("training", training_params), history)
 
 
 def test_every_cell_gets_its_latents_error_and_lineage(model_input, trained):

@@ -15,12 +15,11 @@ from omics_vae.evaluation.comparison import (
     summarise_groups,
 )
 from omics_vae.pipelines.sweep.nodes import compare_variants
+from omics_vae.schemas.sweep import SweepComparisonParams
 
-PARAMS = {
-    "metrics": ["scib/total", "training/best_val_loss"],
-    "test": "ttest",
-    "correction": "fdr_bh",
-}
+PARAMS = SweepComparisonParams(
+    metrics=["scib/total", "training/best_val_loss"], test="ttest", correction="fdr_bh"
+)
 
 
 def _scib_table(total: float) -> pd.DataFrame:

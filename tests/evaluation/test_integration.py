@@ -142,3 +142,68 @@ def test_scib_metrics_use_the_same_keys_for_every_model():
         "scib/pca/batch_correction": {"value": 0.1, "step": 0},
     }
     assert all(isinstance(item["value"], float) for item in metrics.values())
+
+
+def one_batch(model_input, embeddings):
+    """The fixtures' cells, all of one batch."""
+    for adata in (model_input, embeddings):
+        adata.obs["batch"] = pd.Categorical(["b0"] * adata.n_obs)
+    return model_input, embeddings
+
+
+class TestOneBatch:
+    """A dataset of one batch crashed the benchmark (scib-metrics' BRAS: "No objects to
+    concatenate"); batch correction has nothing to measure there."""
+
+    def test_batch_metrics_are_skipped_with_a_note_and_bio_metrics_computed(
+        self, model_input, embeddings, parameters, caplog
+    ):
+        model_input, embeddings = one_batch(model_input, embeddings)
+        cells = prepare_evaluation_cells(embeddings, model_input, validated(parameters))
+
+        with caplog.at_level("WARNING", logger="omics_vae.evaluation"):
+            results, figure = benchmark_integration(cells, validated(parameters))
+
+        assert list(results["embedding"]) == ["invae", "pca"]
+        assert results["KMeans ARI"].notna().all()
+        assert results["Bio conservation"].notna().all()
+        assert results["Batch correction"].isna().all()
+        assert not {"BRAS", "iLISI", "KBET", "PCR comparison"} & set(results.columns)
+        assert (
+            results["note"]
+            .str.contains("one batch ('b0'): batch correction not computed", regex=False)
+            .all()
+        )
+        assert "all of one batch (obs['batch'] = 'b0')" in caplog.text
+        assert "one batch ('b0')" in figure._suptitle.get_text()
+        metrics = scib_results_to_metrics(results)
+        assert "scib/kmeans_ari" in metrics
+        assert "scib/batch_correction" not in metrics
+
+    def test_without_cell_types_nothing_is_scored_and_the_table_says_why(
+        self, model_input, embeddings, parameters
+    ):
+        model_input, embeddings = one_batch(model_input, embeddings)
+        embeddings.uns["embedding"]["cell_type_key"] = None
+        cells = prepare_evaluation_cells(embeddings, model_input, validated(parameters))
+
+        results, figure = benchmark_integration(cells, validated(parameters))
+
+        assert list(results["embedding"]) == ["invae", "pca"]
+        assert results[list(SCORE_COLUMNS)].isna().all().all()
+        assert results["note"].str.contains("batch correction not computed").all()
+        assert results["note"].str.contains("bio conservation not computed").all()
+        assert scib_results_to_metrics(results) == {}
+        assert "No metric computed for invae, pca" in {t.get_text() for t in figure.texts} | {
+            t.get_text() for axis in figure.get_axes() for t in axis.texts
+        }
+
+    def test_harmony_is_not_run_on_one_batch(self, model_input, embeddings, parameters, caplog):
+        model_input, embeddings = one_batch(model_input, embeddings)
+        parameters["baselines"]["harmony"] = True
+
+        with caplog.at_level("INFO", logger="omics_vae.evaluation"):
+            cells = prepare_evaluation_cells(embeddings, model_input, validated(parameters))
+
+        assert "harmony" not in cells.uns["evaluation"]["embeddings"]
+        assert "Harmony baseline skipped: the evaluated cells are all of one batch" in caplog.text

@@ -23,6 +23,7 @@ from omics_vae.models import (
     register_model,
 )
 from omics_vae.models.distributions import gaussian_kl
+from omics_vae.models.trainer import FitSettings, fit
 
 SMALL = {"n_hidden": 16, "n_layers": 2}
 PARAMS = {
@@ -136,7 +137,7 @@ def test_training_decreases_the_loss_and_logs_epoch_metrics(model_class, adata, 
     assert train.epoch == 5
 
 
-def test_kl_weight_warms_up_linearly_per_epoch(adata):
+def test_fit_warms_the_kl_weight_up_linearly_per_epoch(adata, tensors, tmp_path):
     model = build(InVAE, adata, beta_max=2.0, kl_warmup_epochs=4)
     seen = []
 
@@ -144,12 +145,19 @@ def test_kl_weight_warms_up_linearly_per_epoch(adata):
         def on_train_epoch_start(self, trainer, pl_module):
             seen.append(pl_module.kl_weight)
 
-    tensors = model.make_tensors(adata)
-    trainer(6, callbacks=[Record()], limit_train_batches=1).fit(
-        model, InMemoryBatchLoader(tensors, batch_size=32)
+    settings = FitSettings(
+        max_epochs=6,
+        batch_size=64,
+        early_stopping_patience=None,
+        enable_progress_bar=False,
+        checkpoint_dir=str(tmp_path),
     )
+    result = fit(model, tensors.subset("train"), tensors.subset("val"), settings, [Record()])
     assert seen == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
-    assert build(InVAE, adata, beta_max=0.3, kl_warmup_epochs=0).kl_weight == 0.3
+    assert list(result.history["kl_weight"]) == seen
+    # The model's own KL weight, outside a training plan, is beta_max.
+    assert model.kl_weight == 2.0
+    assert build(InVAE, adata, beta_max=0.3, kl_warmup_epochs=4).kl_weight == 0.3
 
 
 @MODELS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from dataclasses import asdict
 
 import lightning as L
 import numpy as np
@@ -23,6 +24,7 @@ from omics_vae.models.phases import (
     Until,
     check_plan,
     format_plan,
+    kl_warmup,
 )
 from omics_vae.models.trainer import FitSettings, fit
 
@@ -112,6 +114,33 @@ def test_loss_weight_ramps_linearly_across_the_phase(adata, tmp_path):
     np.testing.assert_allclose(result.history["kl_weight"], [0.0, 0.5, 1.0])
 
 
+@pytest.mark.parametrize(("beta_max", "warmup"), [(1.0, 10), (2.5, 3), (0.3, 7), (1.0, 1)])
+def test_the_kl_warm_up_ramp_equals_the_former_model_schedule(beta_max, warmup):
+    # The formula BaseVAE.kl_weight applied before the warm-up became a ramp of the plan.
+    ramp = kl_warmup(InVAE.probe(beta_max=beta_max, kl_warmup_epochs=warmup))
+    for epoch in range(3 * warmup):
+        assert ramp.value(epoch, None) == beta_max * min(1.0, epoch / warmup)
+    assert ramp.clock == "run"
+    assert kl_warmup(InVAE.probe(beta_max=0.4, kl_warmup_epochs=0)) == Ramp(0.4, 0.4)
+
+
+def test_a_phase_without_a_kl_weight_continues_the_run_s_warm_up(adata, tmp_path):
+    model = InVAE.from_anndata(
+        adata, {"n_hidden": 16, "beta_max": 2.0, "kl_warmup_epochs": 4}, tech_keys=["batch"]
+    )
+    plan = TrainingPlan(
+        (
+            phase("fixed", Until(epochs=2), loss={"kl_weight": Ramp(0.1, 0.1)}),
+            phase("own", Until(epochs=5)),
+        )
+    )
+    result = run(adata, plan, tmp_path, model=model)
+    np.testing.assert_allclose(
+        result.history["kl_weight"], [0.1, 0.1, 1.0, 1.5, 2.0, 2.0, 2.0], rtol=1e-7
+    )
+    assert model.kl_weight == 2.0  # outside training: the model's own beta_max
+
+
 def test_the_schedule_restarts_with_each_phase(adata, tmp_path):
     warmup = SchedulerSpec("linear_warmup", {"warmup": 2, "start_factor": 0.5})
     plan = TrainingPlan(
@@ -183,7 +212,10 @@ def test_checkpoints_carry_the_plan_and_the_phase(adata, tmp_path):
     checkpoint = torch.load(checkpoint_path, weights_only=False)
 
     state = checkpoint["callbacks"]["PhaseController"]
-    assert state["plan"] == resumable_plan().to_dict()
+    # The plan as run: the decoder phase, which sets no KL weight, has the KL warm-up.
+    warmed_up = resumable_plan().to_dict()
+    warmed_up["phases"][2]["loss"] = {"kl_weight": asdict(kl_warmup(new_model(adata)))}
+    assert state["plan"] == warmed_up
     assert (state["phase_index"], state["phase_name"]) == (1, "full")
     assert (state["phase_start_epoch"], state["epoch_in_phase"]) == (2, 1)
     assert state["global_step"] == checkpoint["global_step"] == 4 * 5

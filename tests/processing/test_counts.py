@@ -11,6 +11,7 @@ from omics_vae.datasets import H5ADDataset
 from omics_vae.processing import counts
 from omics_vae.processing.errors import LOCAL_PARAMETERS_FILE, DataProcessingError
 from omics_vae.processing.validation import validate_raw_data
+from tests.printed_fixes import apply, printed_settings
 from tests.processing.simulated_counts import as_params
 
 # Far past the first 100,000 values in any storage order, where a sampled check missed it.
@@ -149,3 +150,32 @@ class TestValidateRawDataReadsEveryValue:
             f"(in {LOCAL_PARAMETERS_FILE})."
         ) in message
         assert "layers['standardised']" not in message
+
+
+class TestCountsStoredAsNumbers:
+    @pytest.mark.parametrize(
+        "values", [np.full((300, 200), 1 + 0j), np.full((300, 200), "1", dtype=object)]
+    )
+    def test_counts_that_are_not_numbers_are_refused(self, raw_counts, parameters, values):
+        raw_counts.layers["strange"] = values
+        parameters["counts_layer"] = "strange"
+
+        with pytest.raises(DataProcessingError) as refused:
+            validate_raw_data(raw_counts, as_params(parameters))
+
+        message = str(refused.value)
+        assert "layers['strange'] of catalog entry raw_counts" in message
+        assert f"are stored as {values.dtype}, which cannot hold counts" in message
+        # The fix names the matrix that does hold counts.
+        assert "adata.X holds integers: set data_processing.counts_layer: null" in message
+        settings = printed_settings(message)
+        assert settings == {"data_processing.counts_layer": None}
+        fixed = apply(settings, {"data_processing": parameters})["data_processing"]
+        assert validate_raw_data(raw_counts, as_params(fixed)).n_obs == 300
+
+    def test_integer_and_boolean_counts_pass(self, raw_counts, parameters):
+        raw_counts.layers["int"] = sparse.csr_matrix(raw_counts.X, dtype=np.int32)
+        raw_counts.layers["bool"] = raw_counts.X.toarray() > 0
+        for layer in ("int", "bool"):
+            parameters["counts_layer"] = layer
+            assert validate_raw_data(raw_counts, as_params(parameters)).n_obs == 300

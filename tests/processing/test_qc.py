@@ -10,7 +10,7 @@ import pytest
 from scipy import sparse
 
 from omics_vae.processing.annotations import RECORD_KEY
-from omics_vae.processing.errors import PARAMETERS_FILE, DataProcessingError
+from omics_vae.processing.errors import LOCAL_PARAMETERS_FILE, DataProcessingError
 from omics_vae.processing.qc import filter_cells_and_genes
 from omics_vae.processing.validation import validate_raw_data
 from tests.processing.simulated_counts import as_params
@@ -85,7 +85,7 @@ class TestFilterCellsAndGenes:
 
         message = str(error.value)
         assert "qc.min_genes_per_cell = 10000 removes 300" in message
-        assert PARAMETERS_FILE in message
+        assert LOCAL_PARAMETERS_FILE in message
 
     def test_a_batch_that_disappears_is_named(self, raw_counts, parameters):
         in_batch2 = (raw_counts.obs["batch"] == "batch2").to_numpy()

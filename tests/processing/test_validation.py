@@ -11,7 +11,7 @@ import scanpy as sc
 from scipy import sparse
 
 from omics_vae.processing.annotations import RECORD_KEY
-from omics_vae.processing.errors import PARAMETERS_FILE, DataProcessingError
+from omics_vae.processing.errors import LOCAL_PARAMETERS_FILE, DataProcessingError
 from omics_vae.processing.validation import validate_raw_data
 from tests.processing.simulated_counts import as_params
 
@@ -67,7 +67,7 @@ class TestValidateRawData:
         assert "'donor'" in message
         assert "data_processing.batch_key" in message
         assert "['batch', 'cell_type']" in message
-        assert PARAMETERS_FILE in message
+        assert LOCAL_PARAMETERS_FILE in message
 
     def test_missing_cell_type_key_names_key_and_null_option(self, raw_counts, parameters):
         parameters["cell_type_key"] = "celltype"
@@ -83,7 +83,7 @@ class TestValidateRawData:
         batch.iloc[:5] = None
         raw_counts.obs["batch"] = batch
 
-        with pytest.raises(DataProcessingError, match=r"obs\['batch'\].* 5 cells without"):
+        with pytest.raises(DataProcessingError, match=r"obs\['batch'\].* no batch for 5 of 300"):
             validate_raw_data(raw_counts, as_params(parameters))
 
     def test_missing_counts_layer_lists_layers(self, raw_counts, parameters):

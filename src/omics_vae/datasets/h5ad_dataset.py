@@ -4,10 +4,8 @@ filesystem that fsspec supports (local, HTTP(S), S3, GCS, ...).
 
 from __future__ import annotations
 
-import os
 import tempfile
-from copy import deepcopy
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, ClassVar
 
 import anndata as ad
@@ -16,12 +14,9 @@ import h5py
 from anndata import AnnData
 from kedro.io.core import (
     DatasetError,
-    Version,
     get_filepath_str,
-    get_protocol_and_path,
 )
 
-from omics_vae.datasets._atomic import write_local_atomically, write_remote_atomically
 from omics_vae.datasets._fsspec import FsspecVersionedDataset
 
 # Keys of ``fs_args`` that configure fsspec's local whole-file cache ("filecache") rather
@@ -38,6 +33,17 @@ class H5ADDataset(FsspecVersionedDataset[AnnData, AnnData]):
     loads reuse without downloading again. Saves are atomic: the file is written under a
     temporary name and renamed into place, so an interrupted save never leaves a
     truncated file where a good one was.
+
+    Takes the constructor arguments of ``FsspecVersionedDataset``, with these meanings:
+    ``filepath`` is an ``.h5ad`` file, local or remote (HTTP(S) does not support
+    versioning); ``load_args`` are options for ``anndata.read_h5ad``, e.g. ``backed: "r"``
+    to open a local or cached file without loading the matrix into memory; ``save_args``
+    are options for ``AnnData.write_h5ad``, e.g. ``compression: gzip`` (default: none);
+    for remote files, ``fs_args.cache_storage: <folder>`` keeps a local copy of each
+    downloaded file there (fsspec's ``filecache``), and ``expiry_time``, ``check_files``,
+    ``cache_check`` and ``same_names`` tune that cache. The constructor raises
+    ``DatasetError`` if a cache is asked for a local file, or ``backed`` loading for a
+    remote file that is not cached locally.
 
     Examples:
         Using the YAML API:
@@ -76,67 +82,13 @@ class H5ADDataset(FsspecVersionedDataset[AnnData, AnnData]):
     # for a file 2-4x larger. Ask for gzip in save_args where disk space matters more.
     DEFAULT_SAVE_ARGS: ClassVar[dict[str, Any]] = {"compression": None}
 
-    def __init__(
-        self,
-        *,
-        filepath: str | os.PathLike,
-        load_args: dict[str, Any] | None = None,
-        save_args: dict[str, Any] | None = None,
-        version: Version | None = None,
-        credentials: dict[str, Any] | None = None,
-        fs_args: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Creates a new instance of ``H5ADDataset`` pointing to an ``.h5ad`` file.
-
-        Args:
-            filepath: Path to an ``.h5ad`` file, optionally prefixed with an fsspec
-                protocol such as ``s3://`` or ``https://``; without one, the local
-                filesystem is used. HTTP(S) does not support versioning.
-            load_args: Options for ``anndata.read_h5ad``, e.g. ``backed: "r"`` to open
-                a local or cached file without loading the matrix into memory.
-            save_args: Options for ``AnnData.write_h5ad``, e.g. ``compression: gzip``.
-                Defaults to no compression.
-            version: If given, a ``kedro.io.core.Version``. If its ``load`` is None, the
-                latest version is loaded; if its ``save`` is None, a save version is
-                generated.
-            credentials: Credentials for the underlying filesystem, e.g. ``{"key": ...,
-                "secret": ...}`` for S3.
-            fs_args: Extra arguments for the fsspec filesystem constructor. For remote
-                files, ``cache_storage: <folder>`` keeps a local copy of each downloaded
-                file there (fsspec's ``filecache``); ``expiry_time``, ``check_files``,
-                ``cache_check`` and ``same_names`` tune that cache.
-            metadata: Any arbitrary metadata. Ignored by Kedro, but may be consumed by
-                users or plugins such as kedro-viz.
-
-        Raises:
-            DatasetError: If a cache is asked for a local file, or ``backed`` loading
-                for a remote file that is not cached locally.
-        """
-        _fs_args = deepcopy(fs_args) or {}
-        cache_args = {key: _fs_args.pop(key) for key in CACHE_ARGS if key in _fs_args}
-        _credentials = deepcopy(credentials) or {}
-
-        protocol, path = get_protocol_and_path(filepath, version)
-        if protocol == "file":
-            _fs_args.setdefault("auto_mkdir", True)
-
-        self._protocol = protocol
-        self._storage_options = {**_credentials, **_fs_args}
-        self._cache_args = cache_args
-        self._fs = _make_filesystem(protocol, self._storage_options, cache_args)
-        self.metadata = metadata
-
-        super().__init__(
-            filepath=PurePosixPath(path),
-            version=version,
-            exists_function=self._fs.exists,
-            glob_function=self._fs.glob,
-        )
-
-        self._load_args = {**self.DEFAULT_LOAD_ARGS, **(load_args or {})}
-        self._save_args = {**self.DEFAULT_SAVE_ARGS, **(save_args or {})}
-        self._check_backed_is_local()
+    def _make_filesystem(
+        self, protocol: str, storage_options: dict[str, Any]
+    ) -> fsspec.AbstractFileSystem:
+        self._cache_args = {
+            key: storage_options.pop(key) for key in CACHE_ARGS if key in storage_options
+        }
+        return _filesystem(protocol, storage_options, self._cache_args)
 
     def _describe(self) -> dict[str, Any]:
         return {
@@ -162,13 +114,16 @@ class H5ADDataset(FsspecVersionedDataset[AnnData, AnnData]):
 
     def save(self, data: AnnData) -> None:
         save_path = get_filepath_str(self._get_save_path(), self._protocol)
-        if self._protocol == "file":
-            self._save_local(data, Path(save_path))
-        else:
-            self._save_remote(data, save_path)
+        # A cached filesystem writes through to the remote one, then drops its stale copy.
+        remote_fs = self._fs.fs if self._cache_args else self._fs
+        self._write_atomically(
+            lambda path: data.write_h5ad(path, **self._save_args), save_path, remote_fs
+        )
+        if self._cache_args:
+            self._fs.pop_from_cache(save_path)
         self._invalidate_cache()
 
-    def _check_backed_is_local(self) -> None:
+    def _check_args(self) -> None:
         if self._load_args.get("backed") and self._protocol != "file" and not self._cache_args:
             raise DatasetError(
                 f"load_args.backed needs a local file, but '{self._filepath}' is remote "
@@ -195,23 +150,8 @@ class H5ADDataset(FsspecVersionedDataset[AnnData, AnnData]):
         with self._fs.open(remote_path, mode="rb") as cached_file:
             return cached_file.name
 
-    def _save_local(self, data: AnnData, destination: Path) -> None:
-        write_local_atomically(
-            lambda path: data.write_h5ad(path, **self._save_args),
-            destination,
-            overwrite=not self._version,
-        )
 
-    def _save_remote(self, data: AnnData, save_path: str) -> None:
-        remote_fs = self._fs.fs if self._cache_args else self._fs
-        write_remote_atomically(
-            lambda path: data.write_h5ad(path, **self._save_args), remote_fs, save_path
-        )
-        if self._cache_args:
-            self._fs.pop_from_cache(save_path)
-
-
-def _make_filesystem(
+def _filesystem(
     protocol: str, storage_options: dict[str, Any], cache_args: dict[str, Any]
 ) -> fsspec.AbstractFileSystem:
     if not cache_args:

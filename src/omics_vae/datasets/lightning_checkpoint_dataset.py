@@ -4,24 +4,18 @@ loads it back into the right class, found by name in the model registry.
 
 from __future__ import annotations
 
-import os
-from copy import deepcopy
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, ClassVar
 
-import fsspec
 import lightning
 import torch
 from kedro.io.core import (
     DatasetError,
-    Version,
     get_filepath_str,
-    get_protocol_and_path,
 )
 from lightning import LightningModule
 
 import omics_vae
-from omics_vae.datasets._atomic import write_local_atomically, write_remote_atomically
 from omics_vae.datasets._fsspec import FsspecVersionedDataset
 from omics_vae.models.checkpoints import (
     MODEL_NAME_KEY,
@@ -41,6 +35,11 @@ class LightningCheckpointDataset(FsspecVersionedDataset[LightningModule, Lightni
     pickled code. Checkpoints written by Lightning's ``ModelCheckpoint`` for these models
     load too. Saves are atomic, and versioned saves never overwrite a version.
 
+    Takes the constructor arguments of ``FsspecVersionedDataset``: ``filepath`` is a
+    ``.ckpt`` file, local or remote; ``load_args`` are ``map_location`` (default
+    ``"cpu"``) and ``strict`` (default True: every weight in the file must match the
+    model); ``save_args`` are reserved, since no options are needed to save.
+
     Examples:
         Using the YAML API:
 
@@ -54,46 +53,6 @@ class LightningCheckpointDataset(FsspecVersionedDataset[LightningModule, Lightni
 
     DEFAULT_LOAD_ARGS: ClassVar[dict[str, Any]] = {"map_location": "cpu", "strict": True}
     DEFAULT_SAVE_ARGS: ClassVar[dict[str, Any]] = {}
-
-    def __init__(
-        self,
-        *,
-        filepath: str | os.PathLike,
-        load_args: dict[str, Any] | None = None,
-        save_args: dict[str, Any] | None = None,
-        version: Version | None = None,
-        credentials: dict[str, Any] | None = None,
-        fs_args: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Creates a new instance of ``LightningCheckpointDataset``.
-
-        Args:
-            filepath: Path to a ``.ckpt`` file, optionally with an fsspec protocol
-                prefix such as ``s3://``.
-            load_args: ``map_location`` (default ``"cpu"``) and ``strict`` (default
-                True: every weight in the file must match the model).
-            save_args: Reserved; no options are needed to save.
-            version: A ``kedro.io.core.Version`` for versioned saves and loads.
-            credentials: Credentials for the underlying filesystem.
-            fs_args: Extra arguments for the fsspec filesystem constructor.
-            metadata: Arbitrary metadata, ignored by Kedro (used by kedro-viz).
-        """
-        protocol, path = get_protocol_and_path(filepath, version)
-        _fs_args = deepcopy(fs_args) or {}
-        if protocol == "file":
-            _fs_args.setdefault("auto_mkdir", True)
-        self._protocol = protocol
-        self._fs = fsspec.filesystem(protocol, **(deepcopy(credentials) or {}), **_fs_args)
-        self.metadata = metadata
-        super().__init__(
-            filepath=PurePosixPath(path),
-            version=version,
-            exists_function=self._fs.exists,
-            glob_function=self._fs.glob,
-        )
-        self._load_args = {**self.DEFAULT_LOAD_ARGS, **(load_args or {})}
-        self._save_args = {**self.DEFAULT_SAVE_ARGS, **(save_args or {})}
 
     def _describe(self) -> dict[str, Any]:
         return {
@@ -124,10 +83,7 @@ class LightningCheckpointDataset(FsspecVersionedDataset[LightningModule, Lightni
         def write(path: Path) -> None:
             torch.save(payload, path)
 
-        if self._protocol == "file":
-            write_local_atomically(write, Path(save_path), overwrite=not self._version)
-        else:
-            write_remote_atomically(write, self._fs, save_path)
+        self._write_atomically(write, save_path)
         self._invalidate_cache()
 
 

@@ -10,6 +10,7 @@ from anndata import AnnData
 from kedro.io.core import AbstractDataset, DatasetError
 
 from omics_vae.data.simulate import simulate_counts
+from omics_vae.datasets._simulation import bind_simulation_args
 
 
 class SimulatedCountsDataset(AbstractDataset[AnnData, AnnData]):
@@ -36,45 +37,23 @@ class SimulatedCountsDataset(AbstractDataset[AnnData, AnnData]):
         (500, 300)
     """
 
-    def __init__(
-        self,
-        *,
-        n_cells: int = 3000,
-        n_genes: int = 2000,
-        n_batches: int = 3,
-        n_cell_types: int = 6,
-        seed: int = 0,
-        low_quality_fraction: float = 0.03,
-        median_library_size: float = 2500.0,
-        batch_effect_sd: float = 0.4,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, *, metadata: dict[str, Any] | None = None, **simulation_args: Any) -> None:
         """Creates a new instance of ``SimulatedCountsDataset``.
 
         Args:
-            n_cells: Number of cells.
-            n_genes: Number of genes, a few ``MT-`` mitochondrial genes included.
-            n_batches: Number of batches (obs ``batch``).
-            n_cell_types: Number of cell types (obs ``cell_type``).
-            seed: Seed of every random draw.
-            low_quality_fraction: Share of damaged cells (few counts, high
-                mitochondrial fraction) that quality control should remove.
-            median_library_size: Typical total counts of a healthy cell.
-            batch_effect_sd: Standard deviation of the per-batch, per-gene log fold
-                change.
             metadata: Any arbitrary metadata. Ignored by Kedro, but may be consumed by
                 users or plugins such as kedro-viz.
+            **simulation_args: Keyword arguments of
+                ``omics_vae.data.simulate.simulate_counts`` (``n_cells``, ``n_genes``,
+                ``n_batches``, ``n_cell_types``, ``seed``, ...); the others take its
+                defaults.
+
+        Raises:
+            DatasetError: If an argument is not one of ``simulate_counts``.
         """
-        self._simulation_args: dict[str, Any] = {
-            "n_cells": n_cells,
-            "n_genes": n_genes,
-            "n_batches": n_batches,
-            "n_cell_types": n_cell_types,
-            "seed": seed,
-            "low_quality_fraction": low_quality_fraction,
-            "median_library_size": median_library_size,
-            "batch_effect_sd": batch_effect_sd,
-        }
+        self._simulation_args = bind_simulation_args(
+            simulate_counts, simulation_args, "SimulatedCountsDataset"
+        )
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import pandas as pd
 from kedro.io.core import AbstractDataset, DatasetError
 
 from omics_vae.data.paired_simulate import simulate_paired_tables
+from omics_vae.datasets._simulation import bind_simulation_args
 
 
 class SimulatedPairedDataset(AbstractDataset[None, pd.DataFrame]):
@@ -41,43 +42,33 @@ class SimulatedPairedDataset(AbstractDataset[None, pd.DataFrame]):
         self,
         *,
         platform: Literal["a", "b"],
-        n_samples: int = 600,
-        n_features_a: int = 200,
-        n_features_b: int = 60,
-        n_factors: int = 8,
-        missing_fraction: float = 0.03,
-        n_unpaired: int = 10,
-        seed: int = 0,
         metadata: dict[str, Any] | None = None,
+        **simulation_args: Any,
     ) -> None:
         """Creates a new instance of ``SimulatedPairedDataset``.
 
         Args:
             platform: Which table to load, ``"a"`` or ``"b"``.
-            n_samples: Samples measured on both platforms.
-            n_features_a: Features of platform A (intensity-like, log-normal).
-            n_features_b: Features of platform B (a saturating non-linear readout).
-            n_factors: Shared latent factors behind both platforms.
-            missing_fraction: Share of values missing at random.
-            n_unpaired: Samples measured on this platform only (dropped by alignment).
-            seed: Seed of every random draw.
             metadata: Any arbitrary metadata. Ignored by Kedro, but may be consumed by
                 users or plugins such as kedro-viz.
+            **simulation_args: Keyword arguments of
+                ``omics_vae.data.paired_simulate.simulate_paired_tables``
+                (``n_samples``, ``n_features_a``, ``n_features_b``, ``seed``, ...); the
+                others take its defaults. Entries for platforms ``a`` and ``b`` of one
+                data set must give the same ones.
+
+        Raises:
+            DatasetError: If ``platform`` is not ``"a"`` or ``"b"``, or an argument is not
+                one of ``simulate_paired_tables``.
         """
         if platform not in ("a", "b"):
             raise DatasetError(
                 f"SimulatedPairedDataset: platform must be 'a' or 'b', got {platform!r}"
             )
         self._platform = platform
-        self._simulation_args: dict[str, Any] = {
-            "n_samples": n_samples,
-            "n_features_a": n_features_a,
-            "n_features_b": n_features_b,
-            "n_factors": n_factors,
-            "missing_fraction": missing_fraction,
-            "n_unpaired": n_unpaired,
-            "seed": seed,
-        }
+        self._simulation_args = bind_simulation_args(
+            simulate_paired_tables, simulation_args, "SimulatedPairedDataset"
+        )
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from omics_vae.data.fingerprint import environment_versions, fingerprint_anndata
 from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.processing.annotations import COUNTS_LAYER
 from omics_vae.schemas.embedding import EmbeddingParams
-from omics_vae.schemas.training import TrainingParams, hyperparameter_schema
+from omics_vae.schemas.training import TrainingParams, default_hyperparameters
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def embedding_info(
 def changed_from_defaults(training: dict[str, Any]) -> dict[str, Any]:
     """Training settings that differ from the defaults, as dotted keys.
 
-    Model hyperparameters are compared with the chosen model's constructor defaults,
+    Model hyperparameters are compared with the defaults the chosen model declares,
     everything else with the training schema's defaults.
     """
     if not training:
@@ -157,7 +157,7 @@ def changed_from_defaults(training: dict[str, Any]) -> dict[str, Any]:
     changed = _differences(_flatten(settings), _flatten(defaults))
     model = training.get("model", defaults["model"])
     chosen = (training.get("hyperparameters") or {}).get(model, {})
-    model_defaults = hyperparameter_schema(get_model_class(model))().model_dump(mode="json")
+    model_defaults = default_hyperparameters(get_model_class(model))
     changed.update(
         {f"hyperparameters.{model}.{k}": v for k, v in _differences(chosen, model_defaults).items()}
     )

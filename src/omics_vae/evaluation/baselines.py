@@ -45,7 +45,9 @@ def baseline_embeddings(
     if config.baselines.pca:
         names["pca"] = PCA_KEY
     if config.baselines.harmony:
-        if importlib.util.find_spec("harmonypy") is None:
+        if obs[batch_key].nunique() < 2:
+            logger.info("Harmony baseline skipped: the evaluated cells are all of one batch")
+        elif importlib.util.find_spec("harmonypy") is None:
             logger.info("Harmony baseline skipped: harmonypy is not installed")
         else:
             obsm[HARMONY_KEY] = harmony(obsm[PCA_KEY], obs, batch_key, config.seed)

@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 from anndata import AnnData
 
-PARAMETERS_FILE = "conf/base/parameters_evaluation.yml"
+# The user's own settings (git-ignored), merged key by key over conf/base.
+PARAMETERS_FILE = "conf/local/parameters_evaluation.yml"
 RECORD_KEY = "evaluation"
 SUBSAMPLE_COLUMN = "in_subsample"
 RECONSTRUCTION_ERROR = "reconstruction_error"

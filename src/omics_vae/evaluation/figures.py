@@ -45,6 +45,8 @@ def plot_results(results: pd.DataFrame, info: dict[str, Any], n_cells: int) -> F
     """
     kinds = results.loc[METRIC_TYPE_ROW]
     scores = results.drop(index=METRIC_TYPE_ROW).astype(float)
+    if scores.columns.empty:
+        return _no_scores(list(scores.index), info, n_cells)
     groups = list(dict.fromkeys(kinds))
     columns = [column for group in groups for column in kinds.index[kinds == group]]
     values = scores[columns].to_numpy()
@@ -70,6 +72,23 @@ def plot_results(results: pd.DataFrame, info: dict[str, Any], n_cells: int) -> F
     axis.tick_params(length=0)
     axis.xaxis.tick_top()
     _label_metric_families(axis, kinds, groups)
+    figure.suptitle(_results_title(info, n_cells))
+    return figure
+
+
+def _no_scores(names: list[str], info: dict[str, Any], n_cells: int) -> Figure:
+    """The heat table's place when no metric applies: the embeddings and why."""
+    figure = Figure(figsize=(6.4, 2.4), layout="constrained")
+    axis = figure.subplots()
+    axis.set_axis_off()
+    axis.text(
+        0.5,
+        0.5,
+        f"No metric computed for {', '.join(names)}",
+        ha="center",
+        va="center",
+        transform=axis.transAxes,
+    )
     figure.suptitle(_results_title(info, n_cells))
     return figure
 
@@ -110,8 +129,14 @@ def _results_title(info: dict[str, Any], n_cells: int) -> str:
     title = f"scib-metrics: {info['model']} vs baselines, {n_cells:,} cells, unscaled scores"
     if bio_is_supervised(info):
         title += f"\n{info['model']}'s bio conservation is supervised (trained with cell types)"
+    if info.get("single_batch") is not None:
+        title += f"\none batch ('{info['single_batch']}'): no batch correction to measure"
     if not info["cell_type_key"]:
-        title += "\nno cell-type key: batch correction only"
+        title += (
+            "\nno cell-type key: no bio conservation either"
+            if info.get("single_batch") is not None
+            else "\nno cell-type key: batch correction only"
+        )
     return title
 
 

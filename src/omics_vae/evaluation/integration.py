@@ -71,8 +71,9 @@ def benchmark_integration(
         BioConservation,
     )
 
-    info = evaluation_cells.uns[RECORD_KEY]
     cells = benchmark_subsample(evaluation_cells)
+    info = dict(evaluation_cells.uns[RECORD_KEY])
+    info["single_batch"] = _single_batch(cells, info["batch_key"])
     has_labels = info["cell_type_key"] is not None
     bio = _metric_flags(BioConservation, config.metrics.bio) if has_labels else None
     batch = _metric_flags(BatchCorrection, config.metrics.batch)
@@ -84,6 +85,17 @@ def benchmark_integration(
         )
     if not has_labels:
         logger.info("No cell-type key: only batch-correction metrics run")
+    if info["single_batch"] is not None and batch is not None:
+        logger.warning(
+            "The evaluated cells are all of one batch (obs['%s'] = '%s'): there is no batch "
+            "effect to remove, so the batch-correction metrics are skipped%s.",
+            info["batch_key"],
+            info["single_batch"],
+            "" if bio is not None else " and, without cell types, no metric is computed",
+        )
+        batch = None
+    if bio is None and batch is None:
+        return _nothing_scored(info, cells.n_obs)
 
     benchmarker = Benchmarker(
         _benchmark_data(cells, info),
@@ -105,6 +117,18 @@ def benchmark_integration(
     results = results_table(raw_results, info, cells.n_obs)
     logger.info("scib-metrics (unscaled):\n%s", results.drop(columns="note").to_string(index=False))
     return results, plot_results(raw_results, info, cells.n_obs)
+
+
+def _single_batch(cells: AnnData, batch_key: str) -> str | None:
+    """The one batch of ``cells``, or None when they come from several."""
+    batches = pd.unique(cells.obs[batch_key].astype(str))
+    return str(batches[0]) if len(batches) == 1 else None
+
+
+def _nothing_scored(info: dict[str, Any], n_cells: int) -> tuple[pd.DataFrame, Figure]:
+    """The results when no metric applies: every embedding, no score, and why."""
+    raw_results = pd.DataFrame(index=[*info["embeddings"], METRIC_TYPE_ROW])
+    return results_table(raw_results, info, n_cells), plot_results(raw_results, info, n_cells)
 
 
 def _metric_flags(metric_class: type, names: list[str]) -> Any:
@@ -182,9 +206,16 @@ def results_table(results: pd.DataFrame, info: dict[str, Any], n_cells: int) -> 
 def _note(info: dict[str, Any], supervised: bool) -> str:
     """What a reader of one row of the results table must know about its scores."""
     note = []
+    if info.get("single_batch") is not None:
+        note.append(
+            f"one batch ('{info['single_batch']}'): batch correction not computed, no batch "
+            "effect to remove"
+        )
     if not info["cell_type_key"]:
         note.append(
-            "no cell-type key: bio conservation not computed; BRAS, kBET and graph "
+            "no cell-type key: bio conservation not computed"
+            if info.get("single_batch") is not None
+            else "no cell-type key: bio conservation not computed; BRAS, kBET and graph "
             "connectivity treat all cells as one label"
         )
     if supervised:

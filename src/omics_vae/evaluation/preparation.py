@@ -107,21 +107,21 @@ def embedding_record(embeddings: AnnData) -> dict[str, Any]:
         "cell_type_key": record.get("cell_type_key") or None,
         "supervised": bool(record.get("supervised", False)),
     }
-    for field in ("latent_key", "technical_key"):
+    obs_hint = (
+        " Re-run the embedding pipeline on data processed with that key, or fix "
+        "data_processing.{field} in conf/local/parameters_data_processing.yml."
+    )
+    for field, slot, names, hint in (
+        ("latent_key", "obsm", list(embeddings.obsm), ""),
+        ("technical_key", "obsm", list(embeddings.obsm), ""),
+        ("batch_key", "obs", list(embeddings.obs.columns), obs_hint),
+        ("cell_type_key", "obs", list(embeddings.obs.columns), obs_hint),
+    ):
         key = record[field]
-        if key is not None and key not in embeddings.obsm:
+        if key is not None and key not in names:
             raise EvaluationInputError(
-                f"uns['embedding']['{field}'] names obsm['{key}'], absent from the "
-                f"embeddings (obsm keys: {sorted(embeddings.obsm)})."
-            )
-    for field in ("batch_key", "cell_type_key"):
-        key = record[field]
-        if key is not None and key not in embeddings.obs:
-            raise EvaluationInputError(
-                f"uns['embedding']['{field}'] names obs['{key}'], absent from the embeddings "
-                f"(obs columns: {sorted(embeddings.obs.columns)}). Re-run the embedding "
-                "pipeline on data processed with that key, or fix data_processing."
-                f"{field} in conf/base/parameters_data_processing.yml."
+                f"uns['embedding']['{field}'] names {slot}['{key}'], absent from the "
+                f"embeddings ({slot} keys: {sorted(names)}).{hint.format(field=field)}"
             )
     return record
 

@@ -6,13 +6,15 @@ Two layers, as in scvi-tools:
   ``inference(batch)`` -> ``generative(...)`` -> ``loss(...)``. It knows nothing of
   optimisers, epochs or logging.
 - ``BaseVAE`` (a ``LightningModule``) wraps one ``VAEModule``: it owns the
-  hyperparameters (``save_hyperparameters()``), the KL warm-up schedule, the optimiser,
+  hyperparameters (``save_hyperparameters()``), the optimiser of plain Lightning use,
   per-epoch metrics, and the user-facing ``get_latent`` / ``reconstruction_error``.
 
 Loss weights, the interface training phases (``models.phases``) rely on:
 
-- ``kl_weight`` (beta) is passed to ``VAEModule.loss`` on every call; its default
-  value is the model's own warm-up schedule (``BaseVAE.kl_weight``).
+- ``kl_weight`` (beta) is passed to ``VAEModule.loss`` on every call; the model's own
+  value is ``beta_max`` (``BaseVAE.kl_weight``). The KL warm-up is not the model's: it
+  is a ramp of ``kl_weight`` in the training plan (``models.phases.kl_warmup``), which
+  ``models.trainer.fit`` runs.
 - Every other weight lives in the module's ``loss_weights`` dict (e.g. inVAE's
   ``tc_weight``, the joint VAE's reconstruction and alignment weights), which ``loss``
   reads on each call. The constructor fills it with the model's own values.
@@ -24,8 +26,9 @@ Loss weights, the interface training phases (``models.phases``) rely on:
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Literal, Self
 
 import lightning as L
@@ -40,6 +43,7 @@ from omics_vae.data.tensors import (
     CovariateEncoder,
 )
 from omics_vae.models.allocator import tune_cpu_allocator
+from omics_vae.models.components import HiddenLayers, NormPlacement, norm_flags
 from omics_vae.models.distributions import softmax_nb_log_likelihood
 
 Batch = dict[str, torch.Tensor]
@@ -73,8 +77,10 @@ class VAEModule(nn.Module):
     """Contract of the torch modules: inference -> generative -> loss.
 
     Subclasses set ``latent_keys`` (the names ``latent()`` returns) and implement
-    ``inference``, ``generative_inputs``, ``generative``, ``loss``, ``latent`` and
-    ``named_parts``. Batches are dicts with ``omics_vae.data.tensors.BATCH_KEYS``.
+    ``inference``, ``generative``, ``loss``, ``latent`` and ``named_parts``; they name
+    the batch tensors ``generative`` takes besides the draw ``z`` in
+    ``generative_batch_keys`` (or override ``generative_inputs``). Batches are dicts with
+    ``omics_vae.data.tensors.BATCH_KEYS``.
 
     ``loss_weights`` holds the weights of the loss terms other than the KL term, by name;
     ``loss`` reads them on each call, so a training phase can change them between epochs.
@@ -85,6 +91,7 @@ class VAEModule(nn.Module):
 
     latent_keys: ClassVar[tuple[str, ...]] = ("z",)
     logged_terms: ClassVar[tuple[str, ...]] = ("loss", "reconstruction", "kl")
+    generative_batch_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -97,8 +104,12 @@ class VAEModule(nn.Module):
     def generative_inputs(
         self, batch: Batch, inference_outputs: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """Keyword arguments of ``generative`` taken from the batch and the inference."""
-        raise NotImplementedError
+        """Keyword arguments of ``generative``: the draw ``z`` and the batch's
+        ``generative_batch_keys``."""
+        return {
+            "z": inference_outputs["z"],
+            **{key: batch[key] for key in self.generative_batch_keys},
+        }
 
     def generative(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Likelihood (and prior) parameters given latents."""
@@ -111,7 +122,15 @@ class VAEModule(nn.Module):
         generative_outputs: dict[str, torch.Tensor],
         kl_weight: float = 1.0,
     ) -> LossOutput:
-        """The negative ELBO (and penalties) of a batch."""
+        """The negative ELBO (and penalties) of a batch.
+
+        Args:
+            batch: The batch.
+            inference_outputs: ``inference``'s output.
+            generative_outputs: ``generative``'s output.
+            kl_weight: Weight of the KL term(s): beta, which the training plan sets (its
+                KL warm-up, or a phase's value).
+        """
         raise NotImplementedError
 
     def latent(self, inference_outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -154,6 +173,15 @@ class VAEModule(nn.Module):
             reduction=reduction,
         )
 
+    @classmethod
+    def mean_reconstruction_nll(
+        cls, batch: Batch, generative_outputs: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The loss's reconstruction term: the mean over the batch's cells of
+        ``-log p(x | z)``, summed over genes (by the faster batch-total route)."""
+        n_cells = batch["counts"].shape[0]
+        return -cls.reconstruction_log_likelihood(batch, generative_outputs, "sum") / n_cells
+
 
 class _EpochMeans:
     """Running batch-size-weighted sums of a few scalars, read once per epoch.
@@ -187,13 +215,119 @@ class _EpochMeans:
         return dict(zip(self.names, self.sums / self.count, strict=True))
 
 
-class BaseVAE(L.LightningModule):
-    """Lightning training plan shared by the single-cell VAEs.
+@dataclass(frozen=True, kw_only=True)
+class Hyperparameters:
+    """The hyperparameters every model has: its KL weight, the warm-up the training plan
+    gives it, and the optimiser of a run without phases.
 
-    Subclasses take only JSON-serialisable hyperparameters in ``__init__``, call
-    ``self.save_hyperparameters()`` and set ``self.module`` to a ``VAEModule``. They must
-    accept ``n_genes``, ``bio_categories``, ``tech_categories``, ``beta_max``,
-    ``kl_warmup_epochs``, ``learning_rate``, ``weight_decay`` and ``optimizer``.
+    Each model declares its hyperparameters once, as a subclass whose fields and
+    defaults are the only place they are written (``BaseVAE.hyperparameter_class``): the
+    LightningModule takes them as keyword arguments, its torch module reads them from the
+    instance, and the parameter schema, the configuration reference and the model card
+    derive from the fields (descriptions from ``Attributes`` below).
+
+    Attributes:
+        beta_max: The KL weight (beta): what the KL warm-up reaches, and the model's own
+            value outside training.
+        kl_warmup_epochs: Epochs over which the training plan raises beta linearly from 0
+            to beta_max (models.phases.kl_warmup); 0: no warm-up.
+        learning_rate: Learning rate of the optimiser (set from training.optimizer).
+        weight_decay: Weight decay of the optimiser (set from training.optimizer).
+        optimizer: adam or adamw (set from training.optimizer).
+    """
+
+    beta_max: float = 1.0
+    kl_warmup_epochs: int = 10
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-6
+    optimizer: OptimizerName = "adam"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The fields, the model's own first, then those it inherits (in declaration
+        order within each class)."""
+
+        def declared_by(name: str) -> int:
+            # The index in the MRO of the most basic class that declares the field.
+            return max(
+                depth
+                for depth, klass in enumerate(cls.__mro__)
+                if name in inspect.get_annotations(klass)
+            )
+
+        return sorted((f.name for f in fields(cls)), key=declared_by)
+
+    @classmethod
+    def descriptions(cls) -> dict[str, str]:
+        """Each field's description, from the ``Attributes`` sections of the docstrings."""
+        found: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            name = None
+            section = False
+            for line in inspect.cleandoc(klass.__dict__.get("__doc__") or "").splitlines():
+                if line.strip() == "Attributes:":
+                    section = True
+                elif section and line and not line.startswith(" "):
+                    section = False
+                elif section and (entry := _ATTRIBUTE.match(line)):
+                    name = entry["name"]
+                    found[name] = entry["text"]
+                elif section and name and line.strip():
+                    found[name] += " " + line.strip()
+        return found
+
+
+_ATTRIBUTE = re.compile(r"^ {4}(?P<name>\w+): (?P<text>.*)$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkHyperparameters(Hyperparameters):
+    """The shape of a model's encoder and decoder networks, and what every model has.
+
+    Attributes:
+        n_hidden: Hidden width of the encoder and decoder.
+        n_layers: Hidden layers of the encoder and decoder.
+        dropout: Dropout rate in the encoder.
+        batch_norm: Batch norm: a bool (both networks) or both, encoder, decoder, none.
+        layer_norm: Layer norm, the same choices.
+        activation: Activation name (relu, leaky_relu, elu, gelu, silu, tanh).
+    """
+
+    n_hidden: int = 128
+    n_layers: int = 2
+    dropout: float = 0.1
+    batch_norm: bool | NormPlacement = True
+    layer_norm: bool | NormPlacement = False
+    activation: str = "relu"
+
+    def encoder_layers(self) -> HiddenLayers:
+        """The encoder's hidden layers: normalised where placed, with ``dropout``."""
+        return self._layers(0, self.dropout)
+
+    def decoder_layers(self, dropout: float = 0.0) -> HiddenLayers:
+        """The decoder's hidden layers: normalised where placed, with ``dropout``."""
+        return self._layers(1, dropout)
+
+    def _layers(self, network: int, dropout: float) -> HiddenLayers:
+        return HiddenLayers(
+            n_hidden=self.n_hidden,
+            n_layers=self.n_layers,
+            batch_norm=norm_flags(self.batch_norm)[network],
+            layer_norm=norm_flags(self.layer_norm)[network],
+            activation=self.activation,
+            dropout=dropout,
+        )
+
+
+class BaseVAE(L.LightningModule):
+    """Lightning training plan shared by the models (its data methods are the single-cell
+    models'; other data kinds override them).
+
+    A model declares its hyperparameters as a ``Hyperparameters`` subclass
+    (``hyperparameter_class``) and builds its torch module from them (``build_module``);
+    its constructor takes the values of its data (``data_hyperparameters``: single-cell
+    models inherit ``SingleCellVAE``'s) and the hyperparameters as keyword arguments, and
+    passes both to ``BaseVAE.__init__``, which saves every value and builds the module.
 
     Logged once per epoch: ``train/loss``, ``train/reconstruction``, ``train/kl``,
     ``kl_weight``, ``val/loss``, ``val/reconstruction``, ``val/kl``, plus each entry of
@@ -216,14 +350,48 @@ class BaseVAE(L.LightningModule):
     data_hyperparameters: ClassVar[frozenset[str]] = frozenset(
         {"n_genes", "bio_categories", "tech_categories"}
     )
+    # The one declaration of the model's hyperparameters and their defaults.
+    hyperparameter_class: ClassVar[type[Hyperparameters]] = Hyperparameters
     module: VAEModule
 
-    def __init__(self) -> None:
+    def __init__(self, data: Mapping[str, Any], hyperparameters: Mapping[str, Any]) -> None:
+        """Save the data's values and the hyperparameters, then build ``self.module``.
+
+        Args:
+            data: The values taken from the data (``data_hyperparameters``).
+            hyperparameters: Fields of ``hyperparameter_class``; its defaults for the rest.
+
+        Raises:
+            TypeError: A name the model does not declare; the message lists the valid ones.
+        """
         super().__init__()
         self._train_means = _EpochMeans()
         self._val_means = _EpochMeans()
         self._loss_weight_overrides: dict[str, float] = {}
         self._module_default_weights: dict[str, float] | None = None
+        self.module = self.build_module(self._declare(data, hyperparameters))
+
+    def build_module(self, hyperparameters: Any) -> VAEModule:
+        """The model's torch module, from its declared hyperparameters (and ``hparams``,
+        which hold the data's values by then)."""
+        raise NotImplementedError
+
+    def _declare(
+        self, data: Mapping[str, Any], hyperparameters: Mapping[str, Any]
+    ) -> Hyperparameters:
+        """``hyperparameters`` with the declared defaults for the rest, saved (``hparams``)
+        with the data's values, every one written out, so a checkpoint rebuilds the same
+        model whatever the defaults are later."""
+        unknown = sorted(set(hyperparameters) - set(self.hyperparameter_class.names()))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} has no hyperparameter(s) {unknown}; valid: "
+                f"{sorted(self.hyperparameter_names())}"
+            )
+        declared = self.hyperparameter_class(**hyperparameters)
+        values = asdict(declared)
+        self.save_hyperparameters({**data, **{name: values[name] for name in declared.names()}})
+        return declared
 
     # ---- covariates -----------------------------------------------------------------
 
@@ -299,23 +467,19 @@ class BaseVAE(L.LightningModule):
 
     @classmethod
     def hyperparameter_names(cls) -> list[str]:
-        """Names of the constructor's hyperparameters."""
-        signature = inspect.signature(cls.__init__)
-        return [name for name in signature.parameters if name != "self"]
+        """Names of the constructor's hyperparameters: those taken from the data, then
+        the declared ones (``hyperparameter_class``)."""
+        return [*sorted(cls.data_hyperparameters), *cls.hyperparameter_class.names()]
 
     # ---- training -------------------------------------------------------------------
 
     @property
     def kl_weight(self) -> float:
-        """``beta_max``, reached linearly over ``kl_warmup_epochs`` epochs from 0, unless
-        a training phase overrides it."""
+        """The KL weight (beta) of the current step: the training plan's (its KL warm-up
+        or a phase's own value) while training, else the model's own ``beta_max``."""
         if "kl_weight" in self._loss_weight_overrides:
             return self._loss_weight_overrides["kl_weight"]
-        beta_max = float(self.hparams.beta_max)
-        warmup = int(self.hparams.kl_warmup_epochs)
-        if warmup <= 0:
-            return beta_max
-        return beta_max * min(1.0, self.current_epoch / warmup)
+        return float(self.hparams.beta_max)
 
     def loss_weight_names(self) -> tuple[str, ...]:
         """The loss weights a training phase may override: ``kl_weight`` and the
@@ -327,7 +491,7 @@ class BaseVAE(L.LightningModule):
 
         Args:
             overrides: ``{name: value}`` for names of ``loss_weight_names()``; names left
-                out return to the model's own value (the KL warm-up, the constructor's
+                out return to the model's own value (``beta_max``, the constructor's
                 weights).
 
         Raises:
@@ -476,6 +640,34 @@ class BaseVAE(L.LightningModule):
                     yield {key: batch[key].to(self.device) for key in BATCH_KEYS}
         finally:
             self.train(was_training)
+
+
+class SingleCellVAE(BaseVAE):
+    """A model of single-cell counts: its data are the number of genes and the covariate
+    categories.
+
+    Args:
+        n_genes: Number of genes.
+        bio_categories: ``{obs key: [categories]}`` of the biological covariates.
+        tech_categories: ``{obs key: [categories]}`` of the technical covariates.
+        **hyperparameters: Fields of the model's ``hyperparameter_class`` (its defaults
+            for the rest).
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        *,
+        bio_categories: dict[str, list[str]] | None = None,
+        tech_categories: dict[str, list[str]] | None = None,
+        **hyperparameters: Any,
+    ) -> None:
+        data = {
+            "n_genes": n_genes,
+            "bio_categories": bio_categories,
+            "tech_categories": tech_categories,
+        }
+        super().__init__(data, hyperparameters)
 
 
 def _batch_size(batch: Batch) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,21 @@ MODEL_NAME_KEY = "omics_vae_model"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file cannot be read, or is not the checkpoint it should be."""
+    """A checkpoint file cannot be read, or is not the checkpoint it should be.
+
+    Attributes:
+        path: The file, when the error is about one.
+        problem: What is wrong with it, in a few words, for callers that add the fix.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, problem: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.problem = problem or message
+
+
+# The global a weights-only load refused, in torch's message.
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 def read_checkpoint(
@@ -58,14 +73,18 @@ def read_checkpoint(
                 str(source), map_location=map_location, weights_only=True, mmap=True
             )
     except pickle.UnpicklingError as exc:
+        problem = (
+            f"it holds {_pickled_objects(exc)}; checkpoints are read as tensors only and "
+            "never unpickled"
+        )
         raise CheckpointError(
-            f"Cannot load checkpoint '{name}': it holds objects other than tensors and plain "
-            f"values, which are never unpickled ({_first_line(exc)})."
+            f"Cannot load checkpoint '{name}': {problem}.", path=name, problem=problem
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (RuntimeError, EOFError, ValueError, OSError):
+        # torch's own words (an errno, a zip or mmap detail) do not help the reader.
+        problem = "the file is corrupt or truncated, as an interrupted save leaves it"
         raise CheckpointError(
-            f"Cannot load checkpoint '{name}': the file is corrupt or truncated "
-            f"({_first_line(exc)})."
+            f"Cannot load checkpoint '{name}': {problem}.", path=name, problem=problem
         ) from None
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"Cannot load checkpoint '{name}': it is not a dictionary.")
@@ -160,6 +179,9 @@ def _short(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else f"{text[: width - 3]}..."
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+def _pickled_objects(exc: pickle.UnpicklingError) -> str:
+    """What a weights-only load refused, without torch's advice to unpickle it anyway."""
+    refused = _REFUSED_GLOBAL.search(str(exc))
+    if refused:
+        return f"a pickled Python object ({refused.group(1)})"
+    return "pickled Python objects, not only tensors and plain values"

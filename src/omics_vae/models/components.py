@@ -9,6 +9,7 @@ to the input of the first layer or of every layer.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -136,53 +137,74 @@ def norm_flags(placement: bool | NormPlacement) -> tuple[bool, bool]:
     return placement in ("both", "encoder"), placement in ("both", "decoder")
 
 
-class MLP(nn.Module):
-    """Fully connected layers, each ``Linear -> [BatchNorm] -> [LayerNorm] -> act -> [Dropout]``.
+@dataclass(frozen=True)
+class HiddenLayers:
+    """How a network's fully connected layers are built: ``n_layers`` layers, each
+    ``Linear -> [BatchNorm] -> [LayerNorm] -> activation -> [Dropout]``, of width
+    ``n_hidden``. The defaults are scvi-tools' ``FCLayers``'; a model sets every field
+    from its hyperparameters (``base.NetworkHyperparameters``).
 
-    Args:
-        n_in: Input width.
-        n_out: Output width (of the last layer, which is activated too).
-        n_hidden: Width of the layers in between.
+    Attributes:
+        n_hidden: Width of the layers (the last one's is the network's choice).
         n_layers: Number of layers (>= 1).
-        n_covariates: Width of a covariate vector concatenated to the layer inputs.
-        inject_covariates: Concatenate covariates to every layer's input, not just the
-            first one's.
         batch_norm: Use ``BatchNorm1d`` after each linear map.
         layer_norm: Use an affine-free ``LayerNorm`` after each linear map.
         activation: Activation name.
         dropout: Dropout rate after each activation (0 disables it).
     """
 
+    n_hidden: int = 128
+    n_layers: int = 1
+    batch_norm: bool = True
+    layer_norm: bool = False
+    activation: str = "relu"
+    dropout: float = 0.1
+
+    def layer(self, n_in: int, n_out: int) -> nn.Sequential:
+        """One layer from ``n_in`` to ``n_out`` features."""
+        parts: list[nn.Module] = [linear(n_in, n_out)]
+        if self.batch_norm:
+            # scVI's values (from the original TensorFlow implementation).
+            parts.append(nn.BatchNorm1d(n_out, momentum=0.01, eps=0.001))
+        if self.layer_norm:
+            parts.append(nn.LayerNorm(n_out, elementwise_affine=False))
+        parts.append(activation_module(self.activation))
+        if self.dropout > 0:
+            parts.append(nn.Dropout(p=self.dropout))
+        return nn.Sequential(*parts)
+
+
+class MLP(nn.Module):
+    """Fully connected layers (``HiddenLayers``), optionally fed covariates.
+
+    Args:
+        n_in: Input width.
+        n_out: Output width (of the last layer, which is activated too).
+        layers: How many layers, how wide in between, and their normalisation,
+            activation and dropout.
+        n_covariates: Width of a covariate vector concatenated to the layer inputs.
+        inject_covariates: Concatenate covariates to every layer's input, not just the
+            first one's.
+    """
+
     def __init__(
         self,
         n_in: int,
         n_out: int,
+        layers: HiddenLayers,
         *,
-        n_hidden: int = 128,
-        n_layers: int = 1,
         n_covariates: int = 0,
         inject_covariates: bool = True,
-        batch_norm: bool = True,
-        layer_norm: bool = False,
-        activation: str = "relu",
-        dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be at least 1, got {n_layers}")
+        if layers.n_layers < 1:
+            raise ValueError(f"n_layers must be at least 1, got {layers.n_layers}")
         self.n_covariates = n_covariates
         self.inject_covariates = inject_covariates
-        widths = [n_in] + [n_hidden] * (n_layers - 1) + [n_out]
+        widths = [n_in] + [layers.n_hidden] * (layers.n_layers - 1) + [n_out]
         self.layers = nn.ModuleList(
-            _layer(
-                widths[i] + (n_covariates if self._injects(i) else 0),
-                widths[i + 1],
-                batch_norm=batch_norm,
-                layer_norm=layer_norm,
-                activation=activation,
-                dropout=dropout,
-            )
-            for i in range(n_layers)
+            layers.layer(widths[i] + (n_covariates if self._injects(i) else 0), widths[i + 1])
+            for i in range(layers.n_layers)
         )
 
     def _injects(self, layer: int) -> bool:
@@ -205,41 +227,15 @@ class MLP(nn.Module):
         return x
 
 
-def _layer(
-    n_in: int,
-    n_out: int,
-    *,
-    batch_norm: bool,
-    layer_norm: bool,
-    activation: str,
-    dropout: float,
-) -> nn.Sequential:
-    parts: list[nn.Module] = [linear(n_in, n_out)]
-    if batch_norm:
-        # scVI's values (from the original TensorFlow implementation).
-        parts.append(nn.BatchNorm1d(n_out, momentum=0.01, eps=0.001))
-    if layer_norm:
-        parts.append(nn.LayerNorm(n_out, elementwise_affine=False))
-    parts.append(activation_module(activation))
-    if dropout > 0:
-        parts.append(nn.Dropout(p=dropout))
-    return nn.Sequential(*parts)
-
-
 class GaussianEncoder(nn.Module):
     """Maps inputs to the mean and variance of a diagonal Gaussian posterior.
 
     Args:
         n_in: Input width.
         n_latent: Latent dimensions.
-        n_hidden: Hidden width.
-        n_layers: Hidden layers.
+        layers: The hidden layers (their output is ``layers.n_hidden`` wide).
         n_covariates: Covariate width (see ``MLP``).
         inject_covariates: Covariates at every layer, not just the first.
-        batch_norm: Batch norm in hidden layers.
-        layer_norm: Layer norm in hidden layers.
-        activation: Activation name.
-        dropout: Dropout rate in hidden layers.
         var_eps: Floor added to the variance.
         max_log_var: Upper clamp of the log-variance before ``exp``.
     """
@@ -248,15 +244,10 @@ class GaussianEncoder(nn.Module):
         self,
         n_in: int,
         n_latent: int,
+        layers: HiddenLayers,
         *,
-        n_hidden: int = 128,
-        n_layers: int = 1,
         n_covariates: int = 0,
         inject_covariates: bool = True,
-        batch_norm: bool = True,
-        layer_norm: bool = False,
-        activation: str = "relu",
-        dropout: float = 0.1,
         var_eps: float = 1e-4,
         max_log_var: float = 15.0,
     ) -> None:
@@ -265,18 +256,13 @@ class GaussianEncoder(nn.Module):
         self.max_log_var = max_log_var
         self.hidden = MLP(
             n_in,
-            n_hidden,
-            n_hidden=n_hidden,
-            n_layers=n_layers,
+            layers.n_hidden,
+            layers,
             n_covariates=n_covariates,
             inject_covariates=inject_covariates,
-            batch_norm=batch_norm,
-            layer_norm=layer_norm,
-            activation=activation,
-            dropout=dropout,
         )
-        self.mean = nn.Linear(n_hidden, n_latent)
-        self.log_var = nn.Linear(n_hidden, n_latent)
+        self.mean = nn.Linear(layers.n_hidden, n_latent)
+        self.log_var = nn.Linear(layers.n_hidden, n_latent)
 
     def forward(
         self, x: torch.Tensor, covariates: torch.Tensor | None = None
@@ -295,6 +281,15 @@ class GaussianEncoder(nn.Module):
         var = torch.exp(self.log_var(h).clamp(max=self.max_log_var)) + self.var_eps
         return self.mean(h), var
 
+    def posterior(
+        self, x: torch.Tensor, covariates: torch.Tensor | None = None, sample: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """``qz_mean``, ``qz_var`` and ``z``: a reparameterised draw from the posterior, or
+        its mean when not ``sample``; each ``(b, n_latent)``."""
+        mean, var = self(x, covariates)
+        z = mean + var.sqrt() * torch.randn_like(mean) if sample else mean
+        return {"qz_mean": mean, "qz_var": var, "z": z}
+
 
 class NBDecoder(nn.Module):
     """Maps latents to the logits of the per-gene frequencies of a negative binomial.
@@ -306,44 +301,29 @@ class NBDecoder(nn.Module):
     Args:
         n_latent: Latent width.
         n_genes: Number of genes.
-        n_hidden: Hidden width.
-        n_layers: Hidden layers.
+        layers: The hidden layers (scVI's decoder has no dropout).
         n_covariates: Covariate width injected into the hidden layers.
         inject_covariates: Covariates at every layer, not just the first.
-        batch_norm: Batch norm in hidden layers.
-        layer_norm: Layer norm in hidden layers.
-        activation: Activation name.
-        dropout: Dropout rate in hidden layers (scVI uses 0 in its decoder).
     """
 
     def __init__(
         self,
         n_latent: int,
         n_genes: int,
+        layers: HiddenLayers,
         *,
-        n_hidden: int = 128,
-        n_layers: int = 1,
         n_covariates: int = 0,
         inject_covariates: bool = True,
-        batch_norm: bool = True,
-        layer_norm: bool = False,
-        activation: str = "relu",
-        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.hidden = MLP(
             n_latent,
-            n_hidden,
-            n_hidden=n_hidden,
-            n_layers=n_layers,
+            layers.n_hidden,
+            layers,
             n_covariates=n_covariates,
             inject_covariates=inject_covariates,
-            batch_norm=batch_norm,
-            layer_norm=layer_norm,
-            activation=activation,
-            dropout=dropout,
         )
-        self.frequencies = linear(n_hidden, n_genes)
+        self.frequencies = linear(layers.n_hidden, n_genes)
 
     def forward(self, z: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
         """Frequency logits.
@@ -390,12 +370,9 @@ class ConditionalGaussianPrior(nn.Module):
     Args:
         n_covariates: Width of the one-hot covariates.
         n_latent: Latent dimensions.
-        n_hidden: Hidden width.
-        n_layers: Linear maps from covariates to each output (hidden layers + 1).
+        hidden: Hidden layers between the covariates and the heads; ``None``: the heads
+            are linear maps of the covariates.
         learn_mean: Learn the mean instead of fixing it at 0.
-        batch_norm: Batch norm in hidden layers.
-        activation: Activation name.
-        dropout: Dropout rate in hidden layers.
         var_eps: Floor added to the variance.
     """
 
@@ -403,13 +380,9 @@ class ConditionalGaussianPrior(nn.Module):
         self,
         n_covariates: int,
         n_latent: int,
+        hidden: HiddenLayers | None = None,
         *,
-        n_hidden: int = 128,
-        n_layers: int = 2,
         learn_mean: bool = False,
-        batch_norm: bool = False,
-        activation: str = "relu",
-        dropout: float = 0.0,
         var_eps: float = 1e-4,
     ) -> None:
         super().__init__()
@@ -419,17 +392,9 @@ class ConditionalGaussianPrior(nn.Module):
         self.var_eps = var_eps
         if n_covariates == 0:
             return
-        if n_layers > 1:
-            self.hidden: nn.Module = MLP(
-                n_covariates,
-                n_hidden,
-                n_hidden=n_hidden,
-                n_layers=n_layers - 1,
-                batch_norm=batch_norm,
-                activation=activation,
-                dropout=dropout,
-            )
-            head_in = n_hidden
+        if hidden is not None:
+            self.hidden: nn.Module = MLP(n_covariates, hidden.n_hidden, hidden)
+            head_in = hidden.n_hidden
         else:
             self.hidden = nn.Identity()
             head_in = n_covariates

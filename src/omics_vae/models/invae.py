@@ -10,23 +10,52 @@ decoder sees only ``z``, so batch effects must be explained by ``z_s``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from omics_vae.data.tensors import CovariateEncoder
-from omics_vae.models.base import BaseVAE, Batch, LossOutput, OptimizerName, VAEModule
+from omics_vae.models.base import (
+    Batch,
+    LossOutput,
+    NetworkHyperparameters,
+    SingleCellVAE,
+    VAEModule,
+)
 from omics_vae.models.components import (
     ConditionalGaussianPrior,
     GaussianEncoder,
     GeneDispersion,
+    HiddenLayers,
     NBDecoder,
-    NormPlacement,
-    norm_flags,
 )
 from omics_vae.models.distributions import gaussian_kl, minibatch_total_correlation
 from omics_vae.models.registry import register_model
+
+
+@dataclass(frozen=True, kw_only=True)
+class InVAEHyperparameters(NetworkHyperparameters):
+    """inVAE's hyperparameters (``training.hyperparameters.invae``).
+
+    Attributes:
+        n_latent_bio: Dimensions of the invariant latent z_i, the batch-corrected
+            embedding.
+        n_latent_tech: Dimensions of the spurious latent z_s, the technical variation.
+        learn_prior_mean: Learn the conditional prior means too (else they are 0):
+            cell-type-specific prior means are what make z_i batch-invariant.
+        prior_n_hidden: Hidden width of the prior MLPs (null: n_hidden).
+        prior_n_layers: Linear maps of the prior MLPs (null: n_layers).
+        tc_weight: Weight of the total-correlation penalty between z_i and z_s (0
+            disables it).
+    """
+
+    n_latent_bio: int = 30
+    n_latent_tech: int = 5
+    learn_prior_mean: bool = True
+    prior_n_hidden: int | None = None
+    prior_n_layers: int | None = None
+    tc_weight: float = 0.0
 
 
 class InVAEModule(VAEModule):
@@ -36,18 +65,7 @@ class InVAEModule(VAEModule):
         n_genes: Number of genes.
         n_bio: Width of the one-hot biological covariates (0: ``z_i ~ N(0, I)``).
         n_tech: Width of the one-hot technical covariates (0: ``z_s ~ N(0, I)``).
-        n_latent_bio: Dimensions of ``z_i``.
-        n_latent_tech: Dimensions of ``z_s``.
-        n_hidden: Hidden width of encoder and decoder.
-        n_layers: Hidden layers of encoder and decoder.
-        dropout: Dropout rate in the encoder.
-        batch_norm: Batch norm placement (``True`` = both networks).
-        layer_norm: Layer norm placement.
-        activation: Activation name.
-        learn_prior_mean: Learn the prior means too (else they are 0).
-        prior_n_hidden: Hidden width of the prior MLPs (default ``n_hidden``).
-        prior_n_layers: Linear maps of the prior MLPs (default ``n_layers``).
-        tc_weight: Weight of the total-correlation penalty between ``z_i`` and ``z_s``.
+        hyperparameters: The architecture and loss settings (``InVAEHyperparameters``).
     """
 
     latent_keys: ClassVar[tuple[str, ...]] = ("z_i", "z_s", "z")
@@ -57,69 +75,53 @@ class InVAEModule(VAEModule):
         "kl_tech",
         "tc",
     )
+    # `generative` takes the draw, the log library sizes and both covariate sets.
+    generative_batch_keys: ClassVar[tuple[str, ...]] = ("log_library", "bio", "tech")
 
     def __init__(
-        self,
-        n_genes: int,
-        n_bio: int = 0,
-        n_tech: int = 0,
-        *,
-        n_latent_bio: int = 30,
-        n_latent_tech: int = 5,
-        n_hidden: int = 128,
-        n_layers: int = 2,
-        dropout: float = 0.1,
-        batch_norm: bool | NormPlacement = True,
-        layer_norm: bool | NormPlacement = False,
-        activation: str = "relu",
-        learn_prior_mean: bool = True,
-        prior_n_hidden: int | None = None,
-        prior_n_layers: int | None = None,
-        tc_weight: float = 0.0,
+        self, n_genes: int, n_bio: int, n_tech: int, hyperparameters: InVAEHyperparameters
     ) -> None:
         super().__init__()
-        if n_latent_bio < 1 or n_latent_tech < 0:
+        hp = hyperparameters
+        if hp.n_latent_bio < 1 or hp.n_latent_tech < 0:
             raise ValueError(
-                f"need n_latent_bio >= 1 and n_latent_tech >= 0, got {n_latent_bio}, "
-                f"{n_latent_tech}"
+                f"need n_latent_bio >= 1 and n_latent_tech >= 0, got {hp.n_latent_bio}, "
+                f"{hp.n_latent_tech}"
             )
-        self.n_latent_bio = n_latent_bio
-        self.n_latent_tech = n_latent_tech
-        self.loss_weights["tc_weight"] = float(tc_weight)
+        self.n_latent_bio = hp.n_latent_bio
+        self.n_latent_tech = hp.n_latent_tech
+        self.loss_weights["tc_weight"] = float(hp.tc_weight)
         # Training-set size for the total-correlation estimate; set by the training plan.
         self.dataset_size: int | None = None
-        bn_encoder, bn_decoder = norm_flags(batch_norm)
-        ln_encoder, ln_decoder = norm_flags(layer_norm)
+        n_latent = hp.n_latent_bio + hp.n_latent_tech
         self.encoder = GaussianEncoder(
             n_genes,
-            n_latent_bio + n_latent_tech,
-            n_hidden=n_hidden,
-            n_layers=n_layers,
+            n_latent,
+            hp.encoder_layers(),
             n_covariates=n_bio + n_tech,
             inject_covariates=False,
-            batch_norm=bn_encoder,
-            layer_norm=ln_encoder,
-            activation=activation,
-            dropout=dropout,
         )
-        self.decoder = NBDecoder(
-            n_latent_bio + n_latent_tech,
-            n_genes,
-            n_hidden=n_hidden,
-            n_layers=n_layers,
-            batch_norm=bn_decoder,
-            layer_norm=ln_decoder,
-            activation=activation,
-        )
+        self.decoder = NBDecoder(n_latent, n_genes, hp.decoder_layers())
         self.dispersion = GeneDispersion(n_genes)
-        prior_kwargs: dict[str, Any] = {
-            "n_hidden": prior_n_hidden or n_hidden,
-            "n_layers": prior_n_layers or n_layers,
-            "learn_mean": learn_prior_mean,
-            "activation": activation,
-        }
-        self.prior_bio = ConditionalGaussianPrior(n_bio, n_latent_bio, **prior_kwargs)
-        self.prior_tech = ConditionalGaussianPrior(n_tech, n_latent_tech, **prior_kwargs)
+        # The priors' MLPs: `prior_n_layers` linear maps, so one fewer hidden layer.
+        maps = hp.prior_n_layers or hp.n_layers
+        prior_layers = (
+            HiddenLayers(
+                n_hidden=hp.prior_n_hidden or hp.n_hidden,
+                n_layers=maps - 1,
+                batch_norm=False,
+                activation=hp.activation,
+                dropout=0.0,
+            )
+            if maps > 1
+            else None
+        )
+        self.prior_bio = ConditionalGaussianPrior(
+            n_bio, hp.n_latent_bio, prior_layers, learn_mean=hp.learn_prior_mean
+        )
+        self.prior_tech = ConditionalGaussianPrior(
+            n_tech, hp.n_latent_tech, prior_layers, learn_mean=hp.learn_prior_mean
+        )
 
     @property
     def tc_weight(self) -> float:
@@ -127,32 +129,12 @@ class InVAEModule(VAEModule):
         return self.loss_weights["tc_weight"]
 
     def inference(self, batch: Batch, sample: bool = True) -> dict[str, torch.Tensor]:
-        """Encode ``log1p(counts)`` with both covariate sets.
-
-        Args:
-            batch: A batch dict.
-            sample: Draw ``z`` by reparameterisation; else ``z`` is the posterior mean.
-
-        Returns:
-            ``qz_mean``, ``qz_var`` and ``z``, each ``(b, n_latent_bio + n_latent_tech)``.
-        """
+        """Encode ``log1p(counts)`` with both covariate sets: ``qz_mean``, ``qz_var`` and
+        ``z`` (``GaussianEncoder.posterior``), ``n_latent_bio + n_latent_tech`` wide."""
         covariates = torch.cat((batch["bio"], batch["tech"]), dim=-1)
-        mean, var = self.encoder(
-            torch.log1p(batch["counts"]), covariates if covariates.shape[1] else None
+        return self.encoder.posterior(
+            torch.log1p(batch["counts"]), covariates if covariates.shape[1] else None, sample
         )
-        z = mean + var.sqrt() * torch.randn_like(mean) if sample else mean
-        return {"qz_mean": mean, "qz_var": var, "z": z}
-
-    def generative_inputs(
-        self, batch: Batch, inference_outputs: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        """``z``, the log library sizes and both covariate sets."""
-        return {
-            "z": inference_outputs["z"],
-            "log_library": batch["log_library"],
-            "bio": batch["bio"],
-            "tech": batch["tech"],
-        }
 
     def generative(
         self,
@@ -194,22 +176,10 @@ class InVAEModule(VAEModule):
         generative_outputs: dict[str, torch.Tensor | None],
         kl_weight: float = 1.0,
     ) -> LossOutput:
-        """``mean(-log p(x|z) + kl_weight * (KL_i + KL_s)) + tc_weight * TC``.
-
-        Args:
-            batch: The batch.
-            inference_outputs: ``inference`` output.
-            generative_outputs: ``generative`` output.
-            kl_weight: Weight of the KL terms (the warm-up's current beta).
-
-        Returns:
-            The loss; ``extra`` has ``kl_bio``, ``kl_tech`` and, when penalised, ``tc``.
-        """
-        n_cells = batch["counts"].shape[0]
-        reconstruction = (
-            -self.reconstruction_log_likelihood(batch, generative_outputs, reduction="sum")
-            / n_cells
-        )
+        """``mean(-log p(x|z) + kl_weight * (KL_i + KL_s)) + tc_weight * TC`` (arguments:
+        ``VAEModule.loss``); ``extra`` has ``kl_bio``, ``kl_tech`` and, when penalised,
+        ``tc``."""
+        reconstruction = self.mean_reconstruction_nll(batch, generative_outputs)
         mean, var = inference_outputs["qz_mean"], inference_outputs["qz_var"]
         mean_i, mean_s = self._split(mean)
         var_i, var_s = self._split(var)
@@ -259,81 +229,23 @@ class InVAEModule(VAEModule):
 
 
 @register_model
-class InVAE(BaseVAE):
-    """Lightning training plan of inVAE.
-
-    Hyperparameters (all JSON-serialisable, saved with ``save_hyperparameters()``):
-
-    Args:
-        n_genes: Number of genes.
-        bio_categories: ``{obs key: [categories]}`` of the biological covariates.
-        tech_categories: ``{obs key: [categories]}`` of the technical covariates.
-        n_latent_bio: Dimensions of the invariant latent ``z_i``.
-        n_latent_tech: Dimensions of the spurious latent ``z_s``.
-        n_hidden: Hidden width.
-        n_layers: Hidden layers of encoder and decoder.
-        dropout: Encoder dropout rate.
-        batch_norm: Batch norm: bool or ``"both"``/``"encoder"``/``"decoder"``/``"none"``.
-        layer_norm: Layer norm, same choices.
-        activation: Activation name.
-        learn_prior_mean: Learn the conditional prior means (else 0).
-        prior_n_hidden: Hidden width of the prior MLPs (default ``n_hidden``).
-        prior_n_layers: Linear maps in the prior MLPs (default ``n_layers``).
-        beta_max: Final KL weight.
-        kl_warmup_epochs: Epochs of the linear KL warm-up from 0 to ``beta_max``.
-        tc_weight: Weight of the total-correlation penalty (0 disables it).
-        learning_rate: Optimiser learning rate.
-        weight_decay: Optimiser weight decay.
-        optimizer: ``"adam"`` or ``"adamw"``.
-    """
+class InVAE(SingleCellVAE):
+    """Lightning training plan of inVAE; its hyperparameters: ``InVAEHyperparameters``."""
 
     registry_name: ClassVar[str] = "invae"
     corrected_latent: ClassVar[str] = "z_i"
     technical_latent: ClassVar[str | None] = "z_s"
+    hyperparameter_class: ClassVar[type[InVAEHyperparameters]] = InVAEHyperparameters
     module: InVAEModule
 
-    def __init__(
-        self,
-        n_genes: int,
-        *,
-        bio_categories: dict[str, list[str]] | None = None,
-        tech_categories: dict[str, list[str]] | None = None,
-        n_latent_bio: int = 30,
-        n_latent_tech: int = 5,
-        n_hidden: int = 128,
-        n_layers: int = 2,
-        dropout: float = 0.1,
-        batch_norm: bool | NormPlacement = True,
-        layer_norm: bool | NormPlacement = False,
-        activation: str = "relu",
-        learn_prior_mean: bool = True,
-        prior_n_hidden: int | None = None,
-        prior_n_layers: int | None = None,
-        beta_max: float = 1.0,
-        kl_warmup_epochs: int = 10,
-        tc_weight: float = 0.0,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 1e-6,
-        optimizer: OptimizerName = "adam",
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.module = InVAEModule(
-            n_genes,
-            CovariateEncoder.from_dict(bio_categories or {}).n_columns,
-            CovariateEncoder.from_dict(tech_categories or {}).n_columns,
-            n_latent_bio=n_latent_bio,
-            n_latent_tech=n_latent_tech,
-            n_hidden=n_hidden,
-            n_layers=n_layers,
-            dropout=dropout,
-            batch_norm=batch_norm,
-            layer_norm=layer_norm,
-            activation=activation,
-            learn_prior_mean=learn_prior_mean,
-            prior_n_hidden=prior_n_hidden,
-            prior_n_layers=prior_n_layers,
-            tc_weight=tc_weight,
+    def build_module(self, hyperparameters: InVAEHyperparameters) -> InVAEModule:
+        """inVAE's networks for this model's genes and covariates."""
+        encoders = self.encoders
+        return InVAEModule(
+            self.hparams.n_genes,
+            encoders["bio"].n_columns,
+            encoders["tech"].n_columns,
+            hyperparameters,
         )
 
     def on_train_start(self) -> None:

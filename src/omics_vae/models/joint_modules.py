@@ -19,28 +19,20 @@ importance-weighted bound over that many draws (Burda et al. 2016) instead of on
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
-from omics_vae.models.base import Batch, LossOutput, VAEModule
-from omics_vae.models.components import MLP, GaussianEncoder, NormPlacement, linear, norm_flags
+from omics_vae.models.base import Batch, LossOutput, NetworkHyperparameters, VAEModule
+from omics_vae.models.components import MLP, GaussianEncoder, HiddenLayers, linear
 from omics_vae.models.distributions import gaussian_kl
 
 Likelihood = Literal["gaussian", "mse"]
 PriorName = Literal["standard", "vamp"]
 AlignmentName = Literal["mean_distance", "mmd", "none"]
 
-# The loss weights besides beta (``kl_weight``), by name; a training phase may override
-# any of them through ``BaseVAE.set_loss_weight_overrides``.
-LOSS_WEIGHT_NAMES = (
-    "self_reconstruction_a",
-    "self_reconstruction_b",
-    "cross_reconstruction",
-    "joint_reconstruction",
-    "alignment",
-)
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -50,38 +42,13 @@ class FeatureDecoder(nn.Module):
     Args:
         n_latent: Latent width.
         n_features: Output features.
-        n_hidden: Hidden width.
-        n_layers: Hidden layers.
-        batch_norm: Batch norm in hidden layers.
-        layer_norm: Layer norm in hidden layers.
-        activation: Activation name.
-        dropout: Dropout rate in hidden layers.
+        layers: The hidden layers.
     """
 
-    def __init__(
-        self,
-        n_latent: int,
-        n_features: int,
-        *,
-        n_hidden: int,
-        n_layers: int,
-        batch_norm: bool,
-        layer_norm: bool,
-        activation: str,
-        dropout: float,
-    ) -> None:
+    def __init__(self, n_latent: int, n_features: int, layers: HiddenLayers) -> None:
         super().__init__()
-        self.hidden = MLP(
-            n_latent,
-            n_hidden,
-            n_hidden=n_hidden,
-            n_layers=n_layers,
-            batch_norm=batch_norm,
-            layer_norm=layer_norm,
-            activation=activation,
-            dropout=dropout,
-        )
-        self.mean = linear(n_hidden, n_features)
+        self.hidden = MLP(n_latent, layers.n_hidden, layers)
+        self.mean = linear(layers.n_hidden, n_features)
         self.log_var = nn.Parameter(torch.zeros(n_features))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -118,27 +85,65 @@ class VampPrior(nn.Module):
         return torch.logsumexp(log_components, dim=-1) - math.log(means.shape[0])
 
 
+@dataclass(frozen=True, kw_only=True)
+class JointVAEHyperparameters(NetworkHyperparameters):
+    """The joint VAE's hyperparameters (``paired.training.hyperparameters``).
+
+    Attributes:
+        n_latent: Shared latent dimensions.
+        n_hidden: Hidden width of the encoders and decoders; narrow, because 350
+            training samples overfit 256 units (docs/benchmarks.md).
+        n_layers: Hidden layers of the encoders and decoders.
+        decoder_dropout: Dropout rate in the decoders.
+        likelihood: gaussian (a learned variance per feature) or mse (unit variance).
+        prior: standard (normal) or vamp (VampPrior).
+        n_pseudo_inputs: VampPrior pseudo-inputs per platform.
+        iwae_samples: Latent draws per sample; above 1, an importance-weighted bound.
+        alignment: mean_distance, mmd or none.
+        input_noise: Standard deviation of Gaussian noise added to the scaled inputs in
+            training; it regularises the encoders on few samples (docs/benchmarks.md).
+        self_weight_a: Weight of platform A's self-reconstruction.
+        self_weight_b: Weight of platform B's self-reconstruction.
+        cross_weight: Weight of the cross-reconstructions A -> B and B -> A.
+        joint_weight: Weight of the joint posterior's reconstruction and KL.
+        alignment_weight: Weight of the latent alignment.
+    """
+
+    n_latent: int = 20
+    n_hidden: int = 64
+    n_layers: int = 1
+    decoder_dropout: float = 0.0
+    likelihood: Likelihood = "gaussian"
+    prior: PriorName = "standard"
+    n_pseudo_inputs: int = 50
+    iwae_samples: int = 1
+    alignment: AlignmentName = "mean_distance"
+    input_noise: float = 0.5
+    self_weight_a: float = 1.0
+    self_weight_b: float = 1.0
+    cross_weight: float = 1.0
+    joint_weight: float = 1.0
+    alignment_weight: float = 1.0
+
+    def loss_weights(self) -> dict[str, float]:
+        """The loss weights besides beta (``kl_weight``), by the names the loss reads
+        and a training phase may override (``BaseVAE.set_loss_weight_overrides``)."""
+        return {
+            "self_reconstruction_a": self.self_weight_a,
+            "self_reconstruction_b": self.self_weight_b,
+            "cross_reconstruction": self.cross_weight,
+            "joint_reconstruction": self.joint_weight,
+            "alignment": self.alignment_weight,
+        }
+
+
 class JointVAEModule(VAEModule):
     """Networks and loss of the joint VAE (see the module docstring).
 
     Args:
         n_features_a: Features of platform A.
         n_features_b: Features of platform B.
-        n_latent: Shared latent dimensions.
-        n_hidden: Hidden width of encoders and decoders.
-        n_layers: Hidden layers of encoders and decoders.
-        dropout: Dropout rate in the encoders.
-        decoder_dropout: Dropout rate in the decoders.
-        batch_norm: Batch norm placement (bool or ``both``/``encoder``/``decoder``/``none``).
-        layer_norm: Layer norm placement.
-        activation: Activation name.
-        likelihood: ``gaussian`` (learned per-feature variance) or ``mse`` (unit variance).
-        prior: ``standard`` normal or ``vamp`` (VampPrior).
-        n_pseudo_inputs: VampPrior pseudo-inputs per platform.
-        iwae_samples: Latent draws per sample; above 1, an importance-weighted bound.
-        alignment: ``mean_distance``, ``mmd`` or ``none``.
-        input_noise: Standard deviation of Gaussian noise added to inputs in training.
-        loss_weights: Initial values of ``LOSS_WEIGHT_NAMES`` (missing ones are 1).
+        hyperparameters: The architecture and loss settings (``JointVAEHyperparameters``).
     """
 
     latent_keys: ClassVar[tuple[str, ...]] = ("z_a", "z_b", "z_joint")
@@ -156,78 +161,34 @@ class JointVAEModule(VAEModule):
     )
 
     def __init__(
-        self,
-        n_features_a: int,
-        n_features_b: int,
-        *,
-        n_latent: int = 20,
-        n_hidden: int = 256,
-        n_layers: int = 1,
-        dropout: float = 0.1,
-        decoder_dropout: float = 0.0,
-        batch_norm: bool | NormPlacement = True,
-        layer_norm: bool | NormPlacement = False,
-        activation: str = "relu",
-        likelihood: Likelihood = "gaussian",
-        prior: PriorName = "standard",
-        n_pseudo_inputs: int = 50,
-        iwae_samples: int = 1,
-        alignment: AlignmentName = "mean_distance",
-        input_noise: float = 0.0,
-        loss_weights: dict[str, float] | None = None,
+        self, n_features_a: int, n_features_b: int, hyperparameters: JointVAEHyperparameters
     ) -> None:
         super().__init__()
-        if likelihood not in ("gaussian", "mse"):
-            raise ValueError(f"likelihood must be 'gaussian' or 'mse', got {likelihood!r}")
-        if prior not in ("standard", "vamp"):
-            raise ValueError(f"prior must be 'standard' or 'vamp', got {prior!r}")
-        if alignment not in ("mean_distance", "mmd", "none"):
+        hp = hyperparameters
+        if hp.likelihood not in ("gaussian", "mse"):
+            raise ValueError(f"likelihood must be 'gaussian' or 'mse', got {hp.likelihood!r}")
+        if hp.prior not in ("standard", "vamp"):
+            raise ValueError(f"prior must be 'standard' or 'vamp', got {hp.prior!r}")
+        if hp.alignment not in ("mean_distance", "mmd", "none"):
             raise ValueError(
-                f"alignment must be 'mean_distance', 'mmd' or 'none', got {alignment!r}"
+                f"alignment must be 'mean_distance', 'mmd' or 'none', got {hp.alignment!r}"
             )
-        if iwae_samples < 1:
-            raise ValueError(f"iwae_samples must be at least 1, got {iwae_samples}")
-        unknown = sorted(set(loss_weights or {}) - set(LOSS_WEIGHT_NAMES))
-        if unknown:
-            raise ValueError(f"unknown loss weight(s) {unknown}; valid: {LOSS_WEIGHT_NAMES}")
-        self.likelihood = likelihood
-        self.prior_name = prior
-        self.iwae_samples = iwae_samples
-        self.alignment = alignment
-        self.input_noise = input_noise
-        self.loss_weights = {name: 1.0 for name in LOSS_WEIGHT_NAMES} | dict(loss_weights or {})
-        bn_encoder, bn_decoder = norm_flags(batch_norm)
-        ln_encoder, ln_decoder = norm_flags(layer_norm)
-
-        def encoder(n_in: int) -> GaussianEncoder:
-            return GaussianEncoder(
-                n_in,
-                n_latent,
-                n_hidden=n_hidden,
-                n_layers=n_layers,
-                batch_norm=bn_encoder,
-                layer_norm=ln_encoder,
-                activation=activation,
-                dropout=dropout,
-            )
-
-        def decoder(n_out: int) -> FeatureDecoder:
-            return FeatureDecoder(
-                n_latent,
-                n_out,
-                n_hidden=n_hidden,
-                n_layers=n_layers,
-                batch_norm=bn_decoder,
-                layer_norm=ln_decoder,
-                activation=activation,
-                dropout=decoder_dropout,
-            )
-
-        self.encoder_a, self.encoder_b = encoder(n_features_a), encoder(n_features_b)
-        self.decoder_a, self.decoder_b = decoder(n_features_a), decoder(n_features_b)
+        if hp.iwae_samples < 1:
+            raise ValueError(f"iwae_samples must be at least 1, got {hp.iwae_samples}")
+        self.likelihood = hp.likelihood
+        self.prior_name = hp.prior
+        self.iwae_samples = hp.iwae_samples
+        self.alignment = hp.alignment
+        self.input_noise = hp.input_noise
+        self.loss_weights = hp.loss_weights()
+        encoder_layers, decoder_layers = hp.encoder_layers(), hp.decoder_layers(hp.decoder_dropout)
+        self.encoder_a = GaussianEncoder(n_features_a, hp.n_latent, encoder_layers)
+        self.encoder_b = GaussianEncoder(n_features_b, hp.n_latent, encoder_layers)
+        self.decoder_a = FeatureDecoder(hp.n_latent, n_features_a, decoder_layers)
+        self.decoder_b = FeatureDecoder(hp.n_latent, n_features_b, decoder_layers)
         self.prior = (
-            VampPrior(n_pseudo_inputs, n_features_a, n_features_b)
-            if prior == "vamp"
+            VampPrior(hp.n_pseudo_inputs, n_features_a, n_features_b)
+            if hp.prior == "vamp"
             else nn.Module()
         )
 

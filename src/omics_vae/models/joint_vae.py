@@ -1,9 +1,10 @@
 """The joint VAE of paired two-platform data: the Lightning training plan (``joint_vae``).
 
 The networks and the loss live in ``joint_modules.JointVAEModule``; this class owns the
-hyperparameters, the KL warm-up, the optimiser and per-epoch metrics (from ``BaseVAE``)
-and the user-facing ``get_latent`` and ``impute`` on paired data (``PairedTensors`` or
-the AnnData written by the paired_processing pipeline).
+hyperparameters and per-epoch metrics (from ``BaseVAE``) and the user-facing
+``get_latent`` and ``impute`` on paired data (``PairedTensors`` or the AnnData written by
+the paired_processing pipeline). It trains like the single-cell models, through
+``models.trainer.fit`` and its plan (KL warm-up included).
 """
 
 from __future__ import annotations
@@ -16,14 +17,8 @@ import torch
 from anndata import AnnData
 
 from omics_vae.data.paired import PairedTensors, check_paired_anndata, platform_view
-from omics_vae.models.base import BaseVAE, Batch, OptimizerName
-from omics_vae.models.components import NormPlacement
-from omics_vae.models.joint_modules import (
-    AlignmentName,
-    JointVAEModule,
-    Likelihood,
-    PriorName,
-)
+from omics_vae.models.base import BaseVAE, Batch
+from omics_vae.models.joint_modules import JointVAEHyperparameters, JointVAEModule
 from omics_vae.models.registry import register_model
 
 # Hyperparameters the training node takes from the data, not from parameters.
@@ -37,39 +32,17 @@ class JointVAE(BaseVAE):
     Logged once per epoch, as ``train/<name>`` and ``val/<name>``: ``loss``,
     ``reconstruction`` (self, both platforms), ``kl``, ``self_a``, ``self_b``,
     ``cross_ab`` (A -> B), ``cross_ba``, ``joint_reconstruction``, ``kl_joint`` and
-    ``alignment``; and ``kl_weight``. Beta is ``kl_weight`` (the warm-up to
+    ``alignment``; and ``kl_weight``. Beta is ``kl_weight`` (the plan's warm-up to
     ``beta_max``); the other loss weights are ``module.loss_weights``
-    (``joint_modules.LOSS_WEIGHT_NAMES``), which training phases may override.
+    (``JointVAEHyperparameters.loss_weights``), which training phases may override.
 
     Args:
         n_features_a: Features of platform A.
         n_features_b: Features of platform B.
         platform_a: Name of platform A (e.g. ``rna``).
         platform_b: Name of platform B (e.g. ``protein``).
-        n_latent: Shared latent dimensions.
-        n_hidden: Hidden width of encoders and decoders.
-        n_layers: Hidden layers of encoders and decoders.
-        dropout: Encoder dropout.
-        decoder_dropout: Decoder dropout.
-        batch_norm: Batch norm: bool or ``"both"``/``"encoder"``/``"decoder"``/``"none"``.
-        layer_norm: Layer norm, same choices.
-        activation: Activation name.
-        likelihood: ``gaussian`` (learned per-feature variance) or ``mse``.
-        prior: ``standard`` or ``vamp`` (VampPrior).
-        n_pseudo_inputs: VampPrior pseudo-inputs per platform.
-        iwae_samples: Importance samples; 1 is the plain ELBO.
-        alignment: ``mean_distance``, ``mmd`` or ``none``.
-        input_noise: Std of Gaussian noise on the (scaled) inputs during training.
-        self_weight_a: Weight of platform A's self-reconstruction.
-        self_weight_b: Weight of platform B's self-reconstruction.
-        cross_weight: Weight of the cross-reconstructions A -> B and B -> A.
-        joint_weight: Weight of the joint posterior's reconstruction and KL.
-        alignment_weight: Weight of the latent alignment.
-        beta_max: Final KL weight (beta).
-        kl_warmup_epochs: Epochs of the linear warm-up of beta from 0.
-        learning_rate: Optimiser learning rate.
-        weight_decay: Optimiser weight decay.
-        optimizer: ``adam`` or ``adamw``.
+        **hyperparameters: Fields of ``JointVAEHyperparameters`` (its defaults for the
+            rest).
     """
 
     registry_name: ClassVar[str] = "joint_vae"
@@ -77,6 +50,7 @@ class JointVAE(BaseVAE):
     uses_bio_covariates: ClassVar[bool] = False
     data_kind: ClassVar[str] = "paired"
     data_hyperparameters: ClassVar[frozenset[str]] = frozenset(DATA_HYPERPARAMETERS)
+    hyperparameter_class: ClassVar[type[JointVAEHyperparameters]] = JointVAEHyperparameters
     module: JointVAEModule
 
     def __init__(
@@ -86,58 +60,19 @@ class JointVAE(BaseVAE):
         *,
         platform_a: str = "a",
         platform_b: str = "b",
-        n_latent: int = 20,
-        n_hidden: int = 256,
-        n_layers: int = 1,
-        dropout: float = 0.1,
-        decoder_dropout: float = 0.0,
-        batch_norm: bool | NormPlacement = True,
-        layer_norm: bool | NormPlacement = False,
-        activation: str = "relu",
-        likelihood: Likelihood = "gaussian",
-        prior: PriorName = "standard",
-        n_pseudo_inputs: int = 50,
-        iwae_samples: int = 1,
-        alignment: AlignmentName = "mean_distance",
-        input_noise: float = 0.0,
-        self_weight_a: float = 1.0,
-        self_weight_b: float = 1.0,
-        cross_weight: float = 1.0,
-        joint_weight: float = 1.0,
-        alignment_weight: float = 1.0,
-        beta_max: float = 1.0,
-        kl_warmup_epochs: int = 10,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 1e-6,
-        optimizer: OptimizerName = "adam",
+        **hyperparameters: Any,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.module = JointVAEModule(
-            n_features_a,
-            n_features_b,
-            n_latent=n_latent,
-            n_hidden=n_hidden,
-            n_layers=n_layers,
-            dropout=dropout,
-            decoder_dropout=decoder_dropout,
-            batch_norm=batch_norm,
-            layer_norm=layer_norm,
-            activation=activation,
-            likelihood=likelihood,
-            prior=prior,
-            n_pseudo_inputs=n_pseudo_inputs,
-            iwae_samples=iwae_samples,
-            alignment=alignment,
-            input_noise=input_noise,
-            loss_weights={
-                "self_reconstruction_a": self_weight_a,
-                "self_reconstruction_b": self_weight_b,
-                "cross_reconstruction": cross_weight,
-                "joint_reconstruction": joint_weight,
-                "alignment": alignment_weight,
-            },
-        )
+        data = {
+            "n_features_a": n_features_a,
+            "n_features_b": n_features_b,
+            "platform_a": platform_a,
+            "platform_b": platform_b,
+        }
+        super().__init__(data, hyperparameters)
+
+    def build_module(self, hyperparameters: JointVAEHyperparameters) -> JointVAEModule:
+        """Both platforms' encoders and decoders for this model's feature counts."""
+        return JointVAEModule(self.hparams.n_features_a, self.hparams.n_features_b, hyperparameters)
 
     # ---- data ------------------------------------------------------------------------
 

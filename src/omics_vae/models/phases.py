@@ -6,6 +6,11 @@ schedule of its own, may override loss weights (``BaseVAE.set_loss_weight_overri
 fixed or ramped linearly, and ends after a number of epochs, when a validation metric
 crosses a threshold, or when it stops improving.
 
+The KL warm-up is a loss-weight ramp of the plan too (``kl_warmup``): every phase that
+sets no ``kl_weight`` of its own carries the model's warm-up, counted in the run's epochs
+(so a later phase without ``kl_weight`` trains at ``beta_max`` once the warm-up is over).
+A run without phases is one such phase (``single_phase_plan``).
+
 ``PhaseController`` runs a plan inside one ``Trainer.fit``:
 
 - at fit start it enters the current phase (the first, or the one a checkpoint was in):
@@ -30,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import lightning as L
@@ -74,25 +79,31 @@ class Ramp:
     """A loss weight going linearly from ``start`` at a phase's first epoch to ``end``.
 
     Attributes:
-        start: Value at the phase's first epoch.
+        start: Value at the first epoch (of the phase, or of the run).
         end: Value reached at the last epoch of the ramp and kept after it.
         epochs: Length of the ramp; ``None``: the whole phase (its epochs or cap).
+        clock: Whose epochs it counts: the phase's (0 at its first epoch) or the run's
+            (the KL warm-up, which goes on across phases that set no KL weight).
     """
 
     start: float
     end: float
     epochs: int | None = None
+    clock: Literal["phase", "run"] = "phase"
 
-    def value(self, epoch_in_phase: int, phase_epochs: int | None) -> float:
+    def value(self, epoch: int, phase_epochs: int | None) -> float:
+        """The weight at ``epoch`` (counted by ``clock``) of a phase of ``phase_epochs``."""
         length = self.epochs or phase_epochs or 1
         if length <= 1:
             return self.end
-        fraction = min(1.0, epoch_in_phase / (length - 1))
+        fraction = min(1.0, epoch / (length - 1))
         return self.start + (self.end - self.start) * fraction
 
     def describe(self) -> str:
         if self.start == self.end:
             return f"{self.end:g}"
+        if self.clock == "run":
+            return f"{self.start:g}→{self.end:g} over run epochs 0-{(self.epochs or 1) - 1}"
         over = f" over {self.epochs} ep" if self.epochs else ""
         return f"{self.start:g}→{self.end:g}{over}"
 
@@ -205,9 +216,11 @@ class Phase:
     scheduler: SchedulerSpec = SchedulerSpec()
     loss: Mapping[str, Ramp] = field(default_factory=dict)
 
-    def loss_weights(self, epoch_in_phase: int) -> dict[str, float]:
+    def loss_weights(self, epoch_in_phase: int, run_epoch: int) -> dict[str, float]:
+        """The loss weights at an epoch, given within the phase and within the run."""
         return {
-            name: ramp.value(epoch_in_phase, self.until.cap) for name, ramp in self.loss.items()
+            name: ramp.value(run_epoch if ramp.clock == "run" else epoch_in_phase, self.until.cap)
+            for name, ramp in self.loss.items()
         }
 
 
@@ -231,8 +244,36 @@ class TrainingPlan:
         return [phase.name for phase in self.phases]
 
 
+def kl_warmup(model: BaseVAE) -> Ramp:
+    """The model's KL warm-up as a loss-weight ramp counted in the run's epochs: beta
+    (``kl_weight``) from 0 at the first epoch to ``beta_max`` at epoch
+    ``kl_warmup_epochs``, linearly, then ``beta_max``; ``beta_max`` throughout when
+    ``kl_warmup_epochs`` is 0."""
+    beta_max = float(model.hparams.beta_max)
+    epochs = int(model.hparams.kl_warmup_epochs)
+    if epochs <= 0:
+        return Ramp(beta_max, beta_max)
+    # A ramp reaches `end` at its last epoch: epoch `kl_warmup_epochs` is the ramp's
+    # (kl_warmup_epochs + 1)-th.
+    return Ramp(0.0, beta_max, epochs + 1, clock="run")
+
+
+def with_kl_warmup(plan: TrainingPlan, model: BaseVAE) -> TrainingPlan:
+    """``plan`` with the model's KL warm-up (``kl_warmup``) in every phase that sets no
+    ``kl_weight`` of its own; a plan that has it everywhere comes back unchanged."""
+    warmup = kl_warmup(model)
+    return TrainingPlan(
+        tuple(
+            phase
+            if "kl_weight" in phase.loss
+            else replace(phase, loss={"kl_weight": warmup, **phase.loss})
+            for phase in plan.phases
+        )
+    )
+
+
 def single_phase_plan(
-    parts: Mapping[str, Any],
+    model: BaseVAE,
     optimizer: OptimizerSpec,
     max_epochs: int | None,
     *,
@@ -240,9 +281,9 @@ def single_phase_plan(
     min_delta: float = 0.0,
     monitor: str = "val/loss",
 ) -> TrainingPlan:
-    """The plan of a run without phases: one phase training every part, until ``monitor``
-    stops improving for ``patience`` epochs (or for ``max_epochs`` when ``patience`` is
-    ``None``), with the model's own loss weights (its KL warm-up)."""
+    """The plan of a run without phases: one phase training every part of ``model``,
+    until ``monitor`` stops improving for ``patience`` epochs (or for ``max_epochs`` when
+    ``patience`` is ``None``), with the model's KL warm-up (``kl_warmup``)."""
     until = (
         Until(epochs=max_epochs)
         if patience is None
@@ -250,7 +291,8 @@ def single_phase_plan(
             metric=monitor, patience=max(patience, 1), min_delta=min_delta, max_epochs=max_epochs
         )
     )
-    return TrainingPlan((Phase("train", tuple(parts), optimizer, until),))
+    parts = tuple(model.module.named_parts())
+    return with_kl_warmup(TrainingPlan((Phase("train", parts, optimizer, until),)), model)
 
 
 def keeps_best_epoch(plan: TrainingPlan) -> bool:
@@ -572,6 +614,7 @@ class PhaseController(Callback):
         self._plateau_best = math.inf
         self._plateau_wait = 0
         self._loaded: dict[str, Any] | None = None
+        self._settings_epoch: int | None = None
 
     @property
     def phase(self) -> Phase:
@@ -632,9 +675,22 @@ class PhaseController(Callback):
                 self.phase.name,
                 trainer.current_epoch,
             )
+        self._apply_epoch_settings(trainer, pl_module)
+
+    def _apply_epoch_settings(self, trainer: L.Trainer, pl_module: BaseVAE) -> None:
+        """Frozen parts in eval mode and the loss weights of the current epoch."""
+        self._settings_epoch = trainer.current_epoch
         self._set_frozen_parts_to_eval(pl_module)
         epoch_in_phase = trainer.current_epoch - self.phase_start_epoch
-        pl_module.set_loss_weight_overrides(self.phase.loss_weights(epoch_in_phase))
+        pl_module.set_loss_weight_overrides(
+            self.phase.loss_weights(epoch_in_phase, trainer.current_epoch)
+        )
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # A run resumed in the middle of an epoch (stopped by a signal) gets no
+        # on_train_epoch_start for that epoch: its settings are applied at its first batch.
+        if self._settings_epoch != trainer.current_epoch:
+            self._apply_epoch_settings(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.scheduler is not None and self.phase.scheduler.interval == "step":

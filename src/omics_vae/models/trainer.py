@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from omics_vae.data.tensors import CountsTensors, InMemoryBatchLoader
 from omics_vae.models.base import BaseVAE
@@ -34,12 +35,14 @@ from omics_vae.models.checkpoints import (
     identity_differences,
     read_checkpoint,
 )
+from omics_vae.models.interruption import StopOnSignal, StopRequested
 from omics_vae.models.phases import (
     OptimizerSpec,
     PhaseController,
     TrainingPlan,
     keeps_best_epoch,
     single_phase_plan,
+    with_kl_warmup,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,10 +84,14 @@ class FitSettings:
             the same record, so a run never continues another one. ``None`` (plain
             library use) resumes any checkpoint.
         plan: Phases to train in (``models.phases``); ``None``: the one phase of
-            ``default_plan`` (from ``max_epochs`` and ``early_stopping_*``). The phases
-            decide when training ends; a single phase ending on a plateau returns the
-            weights of its best epoch, any other plan its final weights.
+            ``default_plan`` (from ``max_epochs`` and ``early_stopping_*``). A phase
+            that sets no ``kl_weight`` gets the model's KL warm-up
+            (``phases.with_kl_warmup``). The phases decide when training ends; a single
+            phase ending on a plateau returns the weights of its best epoch, any other
+            plan its final weights.
         force_plan_change: Resume even when the checkpoint's plan differs from ``plan``.
+        section: Where these settings sit in the parameters (``training``,
+            ``paired.training``), for the keys messages tell the user to set.
     """
 
     max_epochs: int = 100
@@ -108,6 +115,16 @@ class FitSettings:
     identity: Mapping[str, Any] | None = None
     plan: TrainingPlan | None = None
     force_plan_change: bool = False
+    section: str = "training"
+
+    def key(self, name: str) -> str:
+        """The dotted parameter key of setting ``name`` (e.g. ``training.resume_from``)."""
+        return f"{self.section}.{name}"
+
+    @property
+    def local_parameters_file(self) -> str:
+        """The user's own parameters file that holds these settings."""
+        return f"conf/local/parameters_{self.section.split('.')[0]}.yml"
 
 
 @dataclass
@@ -185,9 +202,10 @@ class HistoryState(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         rows = {str(k): dict(v) for k, v in self.history.rows.items()}
-        if self._trainer is not None:
+        if self._trainer is not None and self._trainer.is_last_batch:
             # Checkpoints are written at an epoch's end, before Lightning hands that
             # epoch's train/* (and other epoch-end) metrics to the logger: take them here.
+            # (A checkpoint of a stop mid-epoch has none yet: that epoch logs them.)
             row = rows.setdefault(str(self._trainer.current_epoch), {})
             for name, value in self._trainer.callback_metrics.items():
                 row.setdefault(name, float(value))
@@ -244,11 +262,13 @@ def fit(
     L.seed_everything(settings.seed, workers=True, verbose=False)
     run_dir, resume_path = _run_dir_and_resume_path(settings)
     history = EpochHistoryLogger()
-    # One path for every run: a run without phases is a plan of one phase.
-    plan = settings.plan or default_plan(model, settings)
+    # One path for every run: a run without phases is a plan of one phase, and every
+    # phase that sets no KL weight carries the model's KL warm-up.
+    plan = with_kl_warmup(settings.plan or default_plan(model, settings), model)
     steps_per_epoch = math.ceil(train.n_obs / settings.batch_size)
     controller = PhaseController(plan, steps_per_epoch, settings.force_plan_change)
-    trainer = _build_trainer(settings, run_dir, history, controller, callbacks)
+    stop = StopOnSignal(run_dir / LAST_CHECKPOINT)
+    trainer = _build_trainer(settings, run_dir, history, controller, (*callbacks, stop))
     train_loader = InMemoryBatchLoader(
         train, settings.batch_size, shuffle=True, seed=settings.seed, device=_device(trainer)
     )
@@ -258,8 +278,16 @@ def fit(
     if resume_path is not None:
         logger.info("Resuming training from %s", resume_path)
     started = time.perf_counter()
-    # weights_only passed explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot override it.
-    trainer.fit(model, train_loader, val_loader, ckpt_path=resume_path, weights_only=True)
+    with stop.handling_signals():
+        try:
+            # weights_only passed explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot
+            # override it.
+            trainer.fit(model, train_loader, val_loader, ckpt_path=resume_path, weights_only=True)
+        except (StopRequested, SIGTERMException):
+            stop.request("SIGTERM")  # Lightning's own stop, at an epoch's end
+            raise _interrupted(stop, run_dir, settings) from None
+    if stop.signal_name is not None:  # asked during the last epoch: it finished first
+        raise _interrupted(stop, run_dir, settings)
     wall_time = time.perf_counter() - started
 
     if keeps_best_epoch(plan):
@@ -280,16 +308,23 @@ def fit(
     )
 
 
+def _interrupted(stop: StopOnSignal, run_dir: Path, settings: FitSettings) -> Exception:
+    return stop.interrupted(
+        run_dir / LAST_CHECKPOINT, settings.key("resume_from"), settings.local_parameters_file
+    )
+
+
 def default_plan(model: BaseVAE, settings: FitSettings) -> TrainingPlan:
     """The single phase of a run without a plan: every part, the model's own optimiser
-    settings, until ``monitor`` stops improving (``early_stopping_*``) or ``max_epochs``."""
+    settings and KL warm-up, until ``monitor`` stops improving (``early_stopping_*``) or
+    ``max_epochs``."""
     hparams = model.hparams
     optimizer = OptimizerSpec(
         str(hparams.optimizer).lower(),
         {"lr": hparams.learning_rate, "weight_decay": hparams.weight_decay},
     )
     return single_phase_plan(
-        model.module.named_parts(),
+        model,
         optimizer,
         settings.max_epochs,
         patience=settings.early_stopping_patience,
@@ -353,50 +388,74 @@ def _device(trainer: L.Trainer) -> torch.device:
 
 def _run_dir_and_resume_path(settings: FitSettings) -> tuple[Path, str | None]:
     root = Path(settings.checkpoint_dir)
+    resume_from = settings.key("resume_from")
+    train_afresh = f"set {resume_from}: null in {settings.local_parameters_file} to train afresh"
     if settings.resume_from is None:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H.%M.%S.%fZ")
         return root / stamp, None
     if settings.resume_from == "last":
-        newest = _newest_resumable_checkpoint(root, settings.identity)
+        newest = _newest_resumable_checkpoint(root, settings)
         return newest.parent, str(newest)
     path = Path(settings.resume_from)
     if not path.is_file():
         raise ResumeError(
-            f"training.resume_from: checkpoint '{path}' does not exist. Use 'last' to "
-            f"continue the newest matching run under {root}, or null to train afresh."
+            f"{resume_from}: checkpoint '{path}' does not exist. Set {resume_from}: last to "
+            f"continue the newest matching run under {root}, or {train_afresh}."
         )
-    differences = _differences(read_checkpoint(path), settings.identity)
+    try:
+        checkpoint = read_checkpoint(path)
+    except CheckpointError as error:
+        raise ResumeError(
+            f"{resume_from}: checkpoint '{path}' cannot be resumed: {error.problem}. Delete "
+            f"the file (rm '{path}') and set {resume_from}: last to continue the newest "
+            f"other run, or {train_afresh}."
+        ) from None
+    differences = _differences(checkpoint, settings.identity)
     if differences:
         raise ResumeError(
-            f"training.resume_from: checkpoint '{path}' belongs to another training, so "
+            f"{resume_from}: checkpoint '{path}' belongs to another training, so "
             f"continuing it would not give the model this run names: "
-            f"{'; '.join(differences)}. Set training.resume_from: null to train afresh."
+            f"{'; '.join(differences)}. Set {resume_from}: null in "
+            f"{settings.local_parameters_file} to train afresh."
         )
     return path.parent, str(path)
 
 
-def _newest_resumable_checkpoint(root: Path, identity: Mapping[str, Any] | None) -> Path:
+def _newest_resumable_checkpoint(root: Path, settings: FitSettings) -> Path:
+    resume_from = settings.key("resume_from")
     candidates = sorted(root.glob(f"*/{LAST_CHECKPOINT}"), reverse=True)
     if not candidates:
         raise ResumeError(
-            f"training.resume_from: last, but no run under '{root}' has a {LAST_CHECKPOINT}. "
-            "Set training.resume_from: null to train afresh."
+            f"{resume_from}: last, but no run under '{root}' has a {LAST_CHECKPOINT}. "
+            f"Set {resume_from}: null in {settings.local_parameters_file} to train afresh."
         )
-    refused = []
+    refused, unreadable = [], []
     for candidate in candidates:
         try:
-            differences = _differences(read_checkpoint(candidate), identity)
+            differences = _differences(read_checkpoint(candidate), settings.identity)
         except CheckpointError as error:
-            differences = [str(error)]
+            logger.warning("Not resuming %s: %s", candidate, error.problem)
+            unreadable.append(f"  {candidate}: {error.problem}")
+            continue
         if not differences:
             return candidate
         refused.append(f"  {candidate.parent.name}: {'; '.join(differences)}")
+    reasons = []
+    if unreadable:
+        reasons.append(
+            "these checkpoints cannot be read (delete them: rm the files):\n"
+            + "\n".join(unreadable)
+        )
+    if refused:
+        reasons.append(
+            "these runs trained on other data or with other parameters or seed:\n"
+            + "\n".join(refused)
+        )
     raise ResumeError(
-        f"training.resume_from: last, but no run under '{root}' was training on the same "
-        "data with the same parameters and seed, so none can be continued:\n"
-        + "\n".join(refused)
+        f"{resume_from}: last, but no run under '{root}' can be continued; "
+        + "\n".join(reasons)
         + "\nRun again with the parameters of the run to continue, or set "
-        "training.resume_from: null to train afresh."
+        f"{resume_from}: null in {settings.local_parameters_file} to train afresh."
     )
 
 

@@ -34,6 +34,9 @@ _BAD_VALUE_KINDS = (
     ("non-integer", ", as normalised or log-transformed data has"),
 )
 _BACKED_SPARSE = (ad.abc.CSRDataset, ad.abc.CSCDataset)
+# numpy kinds that can hold counts: booleans, integers, floats. Complex numbers, strings,
+# objects and dates cannot, whatever their values.
+_NUMBER_KINDS = "biuf"
 
 
 def counts_matrix(adata: ad.AnnData, layer: str | None) -> Any:
@@ -57,10 +60,17 @@ def check_counts(adata: ad.AnnData, counts: Any, layer: str | None) -> None:
         DataProcessingError: Naming the kind and number of bad values, the cell and gene
             of the first one, and the matrices of ``adata`` that do hold counts.
     """
+    where = "adata.X" if layer is None else f"layers['{layer}']"
+    if not _holds_numbers(counts):
+        raise DataProcessingError(
+            f"The counts in {where} of catalog entry raw_counts (data_processing.counts_layer: "
+            f"{layer or 'null'}) {_stored_as(counts)}, which cannot hold counts; the models need"
+            f" raw, non-negative integer counts (stored as integers or floats). "
+            f"{_counts_fix(adata, layer)}"
+        )
     bad = _bad_counts(counts)
     if bad is None:
         return
-    where = "adata.X" if layer is None else f"layers['{layer}']"
     raise DataProcessingError(
         f"The counts in {where} of catalog entry raw_counts (data_processing.counts_layer: "
         f"{layer or 'null'}) contain {_describe_bad_counts(bad, adata)}; the models need "
@@ -169,7 +179,25 @@ def _bad_value_masks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return non_finite, negative, non_integer
 
 
+def _dtype(matrix: Any) -> np.dtype | None:
+    dtype = getattr(matrix, "dtype", None)
+    return None if dtype is None else np.dtype(dtype)
+
+
+def _stored_as(matrix: Any) -> str:
+    dtype = _dtype(matrix)
+    return "are missing (no matrix)" if dtype is None else f"are stored as {dtype}"
+
+
+def _holds_numbers(matrix: Any) -> bool:
+    """Whether the matrix's type can hold counts (checked before reading any value)."""
+    dtype = _dtype(matrix)
+    return dtype is not None and dtype.kind in _NUMBER_KINDS
+
+
 def _holds_counts(matrix: Any) -> bool:
+    if not _holds_numbers(matrix):
+        return False
     return all(_all_counts(block) for block in _stored_values(matrix).blocks())
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-PARAMETERS_FILE = "conf/base/parameters_data_processing.yml"
 # A user's own settings: git-ignored, merged key by key over conf/base.
 LOCAL_PARAMETERS_FILE = "conf/local/parameters_data_processing.yml"
+LOCAL_TRAINING_PARAMETERS_FILE = "conf/local/parameters_training.yml"
 LOCAL_CATALOG_FILE = "conf/local/catalog.yml"
+# The catalog entry of the raw data, which the messages name.
+RAW_DATA = "raw_counts"
 
 
 class DataProcessingError(ValueError):

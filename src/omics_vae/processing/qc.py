@@ -10,7 +10,9 @@ import pandas as pd
 import scanpy as sc
 
 from omics_vae.processing.annotations import lineage_record, with_own_annotations
-from omics_vae.processing.errors import PARAMETERS_FILE, DataProcessingError
+from omics_vae.processing.errors import LOCAL_PARAMETERS_FILE, RAW_DATA, DataProcessingError
+from omics_vae.processing.hvg import check_batches_can_be_ranked
+from omics_vae.processing.split import check_cells_suffice
 from omics_vae.schemas.data_processing import DataProcessingParams, QCParams
 
 logger = logging.getLogger(__name__)
@@ -19,9 +21,14 @@ QC_METRICS = ("n_genes_by_counts", "total_counts", "pct_counts_mt")
 
 
 def filter_cells_and_genes(
-    validated: ad.AnnData, params: DataProcessingParams
+    validated: ad.AnnData, params: DataProcessingParams, batch_size: int | None = None
 ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
     """Computes per-cell QC metrics and removes low-quality cells, then rare genes.
+
+    Before returning (so before its summary is saved), it checks what the next steps
+    need of the cells it keeps: a batch to rank highly variable genes in
+    (``hvg.check_batches_can_be_ranked``) and cells enough for the split and a
+    training batch (``split.check_cells_suffice``).
 
     Each removed cell is counted under the first filter it fails, in the order
     ``min_genes_per_cell``, ``min_counts_per_cell``, ``max_pct_mito``, so that
@@ -30,6 +37,8 @@ def filter_cells_and_genes(
     Args:
         validated: Output of ``validate_raw_data``: counts in ``X``.
         params: The ``data_processing`` parameter block.
+        batch_size: ``training.trainer.batch_size``, which the training split must reach;
+            ``None`` checks the split only.
 
     Returns:
         The filtered cells (``obs`` gains the QC metrics, computed on all genes, and
@@ -41,7 +50,7 @@ def filter_cells_and_genes(
 
     Raises:
         DataProcessingError: The thresholds would remove every cell, every cell of a
-            batch, or every gene.
+            batch, or every gene, or leave too few cells for the next steps.
     """
     qc = params.qc
     annotated = with_own_annotations(validated)
@@ -51,7 +60,7 @@ def filter_cells_and_genes(
             "No gene name starts with %r, so %% mito is 0 for every cell; set "
             "data_processing.qc.mito_prefix (e.g. 'mt-' for mouse) in %s.",
             qc.mito_prefix,
-            PARAMETERS_FILE,
+            LOCAL_PARAMETERS_FILE,
         )
     obs_metrics, _ = sc.pp.calculate_qc_metrics(
         annotated, qc_vars=["mt"], percent_top=None, log1p=False, inplace=False
@@ -68,6 +77,7 @@ def filter_cells_and_genes(
 
     cells = annotated if keep.all() else annotated[keep].copy()
     filtered = _filter_genes(cells, qc.min_cells_per_gene)
+    _check_next_steps_can_run(filtered, annotated.obs, failed, params, batch_size)
     n_genes_before = annotated.n_vars
 
     summary = _qc_summary(batches, failed, keep)
@@ -121,7 +131,7 @@ def _removal_reasons(obs: pd.DataFrame, failed: pd.DataFrame, params: DataProces
 def _check_batches_survive(
     obs: pd.DataFrame, failed: pd.DataFrame, keep: np.ndarray, params: DataProcessingParams
 ) -> None:
-    relax = f"Relax these keys under data_processing.qc in {PARAMETERS_FILE}"
+    relax = f"Relax these keys under data_processing.qc in {LOCAL_PARAMETERS_FILE}"
     if not keep.any():
         raise DataProcessingError(
             f"Quality control would remove every cell ({len(obs)} cells): "
@@ -139,6 +149,30 @@ def _check_batches_survive(
             )
 
 
+def _check_next_steps_can_run(
+    filtered: ad.AnnData,
+    obs: pd.DataFrame,
+    failed: pd.DataFrame,
+    params: DataProcessingParams,
+    batch_size: int | None,
+) -> None:
+    """The checks of the input contract that depend on what quality control kept."""
+    reasons = _removal_reasons(obs, failed, params)
+    relax = (
+        f"relax the data_processing.qc thresholds in {LOCAL_PARAMETERS_FILE} ({reasons})"
+        if reasons
+        else None
+    )
+    check_cells_suffice(
+        filtered.n_obs,
+        params,
+        batch_size,
+        f"Quality control keeps {filtered.n_obs:,} of the {len(obs):,} cells of {RAW_DATA}",
+        relax,
+    )
+    check_batches_can_be_ranked(filtered.X, filtered.obs[params.batch_key], params)
+
+
 def _filter_genes(cells: ad.AnnData, min_cells: int) -> ad.AnnData:
     """Genes detected in at least ``min_cells`` cells; ``cells`` itself when all are."""
     gene_mask, n_cells = sc.pp.filter_genes(cells, min_cells=min_cells, inplace=False)
@@ -146,7 +180,7 @@ def _filter_genes(cells: ad.AnnData, min_cells: int) -> ad.AnnData:
         raise DataProcessingError(
             f"qc.min_cells_per_gene = {min_cells} would remove every gene (the most cells "
             f"any gene is detected in is {int(n_cells.max())}). Lower "
-            f"data_processing.qc.min_cells_per_gene in {PARAMETERS_FILE}."
+            f"data_processing.qc.min_cells_per_gene in {LOCAL_PARAMETERS_FILE}."
         )
     # Skipping the copy when no gene goes saves a pass over the whole matrix.
     filtered = cells if gene_mask.all() else cells[:, gene_mask].copy()

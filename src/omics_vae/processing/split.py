@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from omics_vae.processing.annotations import lineage_record, with_own_annotations
-from omics_vae.processing.errors import DataProcessingError
+from omics_vae.processing.errors import LOCAL_TRAINING_PARAMETERS_FILE, DataProcessingError
 from omics_vae.schemas.data_processing import DataProcessingParams, SplitParams
 
 logger = logging.getLogger(__name__)
@@ -116,3 +116,91 @@ def _split_positions(n_cells: int, strata: np.ndarray | None, split: SplitParams
     labels[val] = "val"
     labels[test] = "test"
     return labels
+
+
+def planned_split_sizes(n_cells: int, split: SplitParams) -> dict[str, int]:
+    """The cells ``split_cells`` puts in each split, known before splitting.
+
+    scikit-learn's ``train_test_split`` rounds the held-out share up (``ceil``), then
+    splits it into val and test the same way; stratification does not change the sizes.
+    """
+    held_out = split.val + split.test
+    if held_out == 0 or n_cells == 0:
+        return {"train": n_cells, "val": 0, "test": 0}
+    n_rest = math.ceil(held_out * n_cells)
+    sizes = {"train": n_cells - n_rest, "val": 0, "test": 0}
+    if split.val == 0 or split.test == 0:
+        sizes["test" if split.val == 0 else "val"] = n_rest
+        return sizes
+    sizes["test"] = math.ceil(split.test / held_out * n_rest)
+    sizes["val"] = n_rest - sizes["test"]
+    return sizes
+
+
+def check_cells_suffice(
+    n_cells: int,
+    params: DataProcessingParams,
+    batch_size: int | None,
+    cells: str,
+    other_fix: str | None = None,
+) -> None:
+    """Refuses data too small for the split, or for a training batch, before any work.
+
+    Args:
+        n_cells: Cells the split would get.
+        params: The ``data_processing`` parameter block.
+        batch_size: ``training.trainer.batch_size``: the training set needs as many
+            cells; ``None`` checks the split only.
+        cells: What the cells are, for the message (e.g. "raw_counts has 10 cells").
+        other_fix: A further way out, for the message (e.g. relaxing QC thresholds).
+
+    Raises:
+        DataProcessingError: A split with a fraction above 0 would get no cell, or the
+            training set fewer cells than ``batch_size``; the message names the keys
+            that fix it, each with a value that does.
+    """
+    split = params.split
+    sizes = planned_split_sizes(n_cells, split)
+    fractions = {name: getattr(split, name) for name in SPLITS}
+    empty = [name for name in SPLITS if fractions[name] > 0 and sizes[name] == 0]
+    too_few_to_train = batch_size is not None and 0 < sizes["train"] < batch_size
+    if not empty and not too_few_to_train:
+        return
+    planned = ", ".join(f"{name} {sizes[name]}" for name in SPLITS)
+    shares = ", ".join(f"{name} {fractions[name]:g}" for name in SPLITS)
+    problem = (
+        f"no cell in the {' and '.join(empty)} set"
+        if empty
+        else f"{sizes['train']} training cells, fewer than training.trainer.batch_size = "
+        f"{batch_size}"
+    )
+    fixes = []
+    # The schema's smallest batch is 2 cells (a batch-normalised layer needs two).
+    if not empty and too_few_to_train and sizes["train"] >= 2:
+        fixes.append(
+            f"set training.trainer.batch_size: {sizes['train']} (or lower) in "
+            f"{LOCAL_TRAINING_PARAMETERS_FILE}"
+        )
+    fixes.append(f"use at least {_cells_needed(split, batch_size)} cells")
+    if other_fix:
+        fixes.append(other_fix)
+    raise DataProcessingError(
+        f"{cells}: data_processing.split ({shares}) would give {planned} cells, so "
+        f"{problem}. To fix it, {', or '.join(fixes)}."
+    )
+
+
+def _cells_needed(split: SplitParams, batch_size: int | None) -> int:
+    """The fewest cells that give every split with a fraction a cell, and a full batch."""
+    wanted = batch_size or 1
+
+    def enough(n_cells: int) -> bool:
+        sizes = planned_split_sizes(n_cells, split)
+        return sizes["train"] >= wanted and all(
+            sizes[name] > 0 for name in SPLITS if getattr(split, name) > 0
+        )
+
+    n_cells = max(1, math.floor(wanted / split.train) - 2)
+    while not enough(n_cells):
+        n_cells += 1
+    return n_cells

@@ -1,4 +1,11 @@
-"""The first processing step: the raw data checked against the parameters, counts in X."""
+"""The first processing step: the raw data checked against the parameters, counts in X.
+
+The checks of the input contract that the raw data alone decide run here, before any work:
+the configured obs keys exist, every cell has a batch and (with a cell-type key) a label,
+every stored count is a non-negative integer (``counts``), and there are cells enough for
+the split and a training batch. What quality control changes is checked again at the end
+of ``qc.filter_cells_and_genes``, still before anything is saved.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +18,28 @@ from scipy import sparse
 
 from omics_vae.processing.annotations import RECORD_KEY
 from omics_vae.processing.counts import as_float32_csr, check_counts, counts_matrix
-from omics_vae.processing.errors import PARAMETERS_FILE, DataProcessingError
+from omics_vae.processing.errors import (
+    LOCAL_CATALOG_FILE,
+    LOCAL_PARAMETERS_FILE,
+    RAW_DATA,
+    DataProcessingError,
+)
+from omics_vae.processing.split import check_cells_suffice
 from omics_vae.schemas.data_processing import DataProcessingParams
 
 logger = logging.getLogger(__name__)
 
 
-def validate_raw_data(raw_counts: ad.AnnData, params: DataProcessingParams) -> ad.AnnData:
+def validate_raw_data(
+    raw_counts: ad.AnnData, params: DataProcessingParams, batch_size: int | None = None
+) -> ad.AnnData:
     """Checks the raw data against the parameters and puts the counts in ``X``.
 
     Args:
         raw_counts: Cells x genes with raw integer counts in ``X`` or in a layer.
         params: The ``data_processing`` parameter block.
+        batch_size: ``training.trainer.batch_size``, which the training split must reach;
+            ``None`` checks the split only.
 
     Returns:
         A new AnnData holding only the counts (``X``, float32 CSR), ``obs`` and ``var``;
@@ -31,12 +48,21 @@ def validate_raw_data(raw_counts: ad.AnnData, params: DataProcessingParams) -> a
         Gene and cell names are made unique, batch and cell-type columns categorical.
 
     Raises:
-        DataProcessingError: A configured key is missing, the batch has missing values
-            or the counts are not non-negative integers.
+        DataProcessingError: A configured key is missing, the batch or the cell type has
+            missing values, the counts are not non-negative integers, or the cells are
+            too few for the split and a training batch.
     """
+    if raw_counts.n_vars == 0:
+        raise DataProcessingError(
+            f"{RAW_DATA} has no genes ({raw_counts.n_obs:,} cells x 0 genes). Point "
+            f"{RAW_DATA} in {LOCAL_CATALOG_FILE} at a file of counts."
+        )
     _check_obs_key(raw_counts, params.batch_key, "batch_key")
     if params.cell_type_key is not None:
         _check_obs_key(raw_counts, params.cell_type_key, "cell_type_key")
+    check_cells_suffice(
+        raw_counts.n_obs, params, batch_size, f"{RAW_DATA} has {raw_counts.n_obs:,} cells"
+    )
     counts = counts_matrix(raw_counts, params.counts_layer)
     check_counts(raw_counts, counts, params.counts_layer)
 
@@ -47,7 +73,9 @@ def validate_raw_data(raw_counts: ad.AnnData, params: DataProcessingParams) -> a
     )
     for key in (params.batch_key, params.cell_type_key):
         if key is not None:
-            validated.obs[key] = validated.obs[key].astype("category")
+            # Only the categories cells have: scanpy ranks genes in every category.
+            column = validated.obs[key].astype("category")
+            validated.obs[key] = column.cat.remove_unused_categories()
     _log_empty_cells_and_genes(validated.X)
     validated.uns[RECORD_KEY] = {
         "params": params.model_dump(mode="json"),
@@ -59,12 +87,7 @@ def validate_raw_data(raw_counts: ad.AnnData, params: DataProcessingParams) -> a
 
 def _check_obs_key(adata: ad.AnnData, key: str, parameter: str) -> None:
     if key in adata.obs.columns:
-        if parameter == "batch_key" and adata.obs[key].isna().any():
-            raise DataProcessingError(
-                f"obs['{key}'] (data_processing.batch_key) has "
-                f"{int(adata.obs[key].isna().sum())} cells without a batch; label them "
-                "or remove them from the raw data."
-            )
+        _check_no_missing_values(adata, key, parameter)
         return
     null_hint = (
         " or to null if the data has no cell-type labels" if parameter == "cell_type_key" else ""
@@ -72,7 +95,31 @@ def _check_obs_key(adata: ad.AnnData, key: str, parameter: str) -> None:
     raise DataProcessingError(
         f"obs column '{key}' (data_processing.{parameter}) is not in the raw data "
         f"(catalog entry raw_counts). Available obs columns: {list(adata.obs.columns)}. "
-        f"Set data_processing.{parameter} in {PARAMETERS_FILE} to one of them{null_hint}."
+        f"Set data_processing.{parameter} in {LOCAL_PARAMETERS_FILE} to one of them{null_hint}."
+    )
+
+
+def _check_no_missing_values(adata: ad.AnnData, key: str, parameter: str) -> None:
+    missing = adata.obs[key].isna().to_numpy()
+    n_missing = int(np.count_nonzero(missing))
+    if not n_missing:
+        return
+    examples = list(adata.obs_names[missing][:3])
+    counted = f"{n_missing:,} of {adata.n_obs:,} cells (e.g. {examples})"
+    if parameter == "batch_key":
+        raise DataProcessingError(
+            f"obs['{key}'] (data_processing.batch_key) of {RAW_DATA} has no batch for "
+            f"{counted}. Give them a batch or remove them from the raw data (the file "
+            f"{RAW_DATA} names in {LOCAL_CATALOG_FILE})."
+        )
+    raise DataProcessingError(
+        f"obs['{key}'] (data_processing.cell_type_key) of {RAW_DATA} has no cell type "
+        f"(NaN) for {counted}; the models' biological prior and the bio-conservation "
+        "metrics need a label for every cell. Fill them (e.g. 'unknown') or remove those "
+        f"cells in the raw data (the file {RAW_DATA} names in {LOCAL_CATALOG_FILE}), or set "
+        f"data_processing.cell_type_key: null in {LOCAL_PARAMETERS_FILE} to process the "
+        "data without labels (inVAE then trains without a biological prior, "
+        "training.covariates.bio is empty, and only batch metrics are computed)."
     )
 
 

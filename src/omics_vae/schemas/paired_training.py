@@ -6,11 +6,13 @@ seed, checkpoints and phases (``FitParams``).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field
 
-from omics_vae.schemas.training import FitParams
+from omics_vae.schemas.training import FitParams, default_hyperparameters
 
 
 class PairedTrainingParams(FitParams):
@@ -26,3 +28,14 @@ class PairedTrainingParams(FitParams):
     @property
     def model_hyperparameters(self) -> dict[str, Any]:
         return dict(self.hyperparameters)
+
+    @classmethod
+    def with_default_hyperparameters(cls, block: Mapping[str, Any]) -> dict[str, Any]:
+        """The block with the chosen paired model's hyperparameters completed from its
+        declaration."""
+        block = copy.deepcopy(dict(block))
+        model_class = cls._model_class(block.get("model", cls.model_fields["model"].default))
+        given = block.get("hyperparameters") or {}
+        if model_class is not None and isinstance(given, Mapping):
+            block["hyperparameters"] = {**default_hyperparameters(model_class), **given}
+        return block

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
+import copy
+import dataclasses
 import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
 
-from omics_vae.models import get_model_class
+from omics_vae.models import MODEL_REGISTRY, BaseVAE, get_model_class
 from omics_vae.models.phases import (
     OptimizerSpec,
     Phase,
@@ -21,6 +22,7 @@ from omics_vae.models.phases import (
     check_plan,
     format_plan,
     single_phase_plan,
+    with_kl_warmup,
 )
 from omics_vae.params import StrictModel
 
@@ -189,7 +191,49 @@ class FitParams(StrictModel):
 
     @property
     def model_hyperparameters(self) -> dict[str, Any]:
+        """The chosen model's hyperparameters as given (defaults left out)."""
         raise NotImplementedError
+
+    @classmethod
+    def hyperparameters_key(cls, model: str) -> str:
+        """Where ``model``'s hyperparameters sit in this block, as a dotted key."""
+        return "hyperparameters"
+
+    @property
+    def resolved_hyperparameters(self) -> dict[str, Any]:
+        """The chosen model's hyperparameters with every default filled in from its
+        declaration (``BaseVAE.hyperparameter_class``), as JSON values."""
+        schema = hyperparameter_schema(get_model_class(self.model))
+        return schema.model_validate(self.model_hyperparameters).model_dump(mode="json")
+
+    def effective_parameters(self) -> dict[str, Any]:
+        """The block as JSON, with the chosen model's hyperparameters resolved and no other
+        model's: the same for a block that writes a default out and one that leaves it
+        to the declaration. What decides a trained model (``training.identity``) and what
+        its model card records."""
+        parameters = self.model_dump(mode="json")
+        *parents, leaf = self.hyperparameters_key(self.model).split(".")
+        parameters["hyperparameters"] = {}
+        node = parameters
+        for part in parents:
+            node = node[part]
+        node[leaf] = self.resolved_hyperparameters
+        return parameters
+
+    @classmethod
+    def with_default_hyperparameters(cls, block: Mapping[str, Any]) -> dict[str, Any]:
+        """A block as configured (a plain dict) with model hyperparameters completed from
+        the models' declarations, values given winning. The configuration loader does
+        this (``families.with_default_hyperparameters``), so runs log, compare and sweep
+        every effective hyperparameter although the YAML lists none of the defaults.
+        ``FitParams`` itself knows no hyperparameters: the block comes back as it was."""
+        return copy.deepcopy(dict(block))
+
+    @classmethod
+    def _model_class(cls, name: Any) -> type[BaseVAE] | None:
+        """The registered model of this block's data kind named ``name``, if any."""
+        model_class = MODEL_REGISTRY.get(name) if isinstance(name, str) else None
+        return model_class if model_class and model_class.data_kind == cls.data_kind else None
 
     @model_validator(mode="after")
     def _known_model_and_hyperparameters(self) -> Self:
@@ -206,15 +250,11 @@ class FitParams(StrictModel):
             hyperparameter_schema(model_class).model_validate(self.model_hyperparameters)
         except ValidationError as error:
             problems = "; ".join(
-                f"{self._hyperparameters_key}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
+                f"{self.hyperparameters_key(self.model)}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
                 for p in error.errors()
             )
             raise ValueError(problems) from None
         return self
-
-    @property
-    def _hyperparameters_key(self) -> str:
-        return "hyperparameters"
 
     @model_validator(mode="after")
     def _positive_epochs(self) -> Self:
@@ -228,7 +268,7 @@ class FitParams(StrictModel):
             return self
         model = probe_model(self)
         try:
-            check_plan(build_plan(self, model.module.named_parts()), model)
+            check_plan(build_plan(self, model), model)
         except PhasePlanError as error:
             raise ValueError(str(error)) from None
         return self
@@ -247,15 +287,32 @@ class TrainingParams(FitParams):
     def model_hyperparameters(self) -> dict[str, Any]:
         return dict(self.hyperparameters.get(self.model, {}))
 
-    @property
-    def _hyperparameters_key(self) -> str:
-        return f"hyperparameters.{self.model}"
+    @classmethod
+    def hyperparameters_key(cls, model: str) -> str:
+        return f"hyperparameters.{model}"
+
+    @classmethod
+    def with_default_hyperparameters(cls, block: Mapping[str, Any]) -> dict[str, Any]:
+        """The block with the chosen model's hyperparameters, and those of every other
+        single-cell model it has a block for, completed from their declarations."""
+        block = copy.deepcopy(dict(block))
+        given = block.get("hyperparameters") or {}
+        if not isinstance(given, Mapping):
+            return block  # left for validation to report
+        completed = dict(given)
+        for name in dict.fromkeys([block.get("model", cls.model_fields["model"].default), *given]):
+            model_class = cls._model_class(name)
+            values = given.get(name) or {}
+            if model_class is not None and isinstance(values, Mapping):
+                completed[name] = {**default_hyperparameters(model_class), **values}
+        block["hyperparameters"] = completed
+        return block
 
 
 LOSS_WEIGHT_ALIASES = {"beta": "kl_weight"}
 
 
-def probe_model(config: FitParams):
+def probe_model(config: FitParams) -> BaseVAE:
     """A tiny instance of the configured model, enough to know its parts and loss weights
     before any data is read."""
     return get_model_class(config.model).probe(**config.model_hyperparameters)
@@ -267,41 +324,43 @@ def plan_table(config: FitParams, section: str = "training") -> str:
     Raises:
         PhasePlanError: The phases do not fit the model.
     """
-    parts = probe_model(config).module.named_parts()
-    plan = build_plan(config, parts)
+    model = probe_model(config)
+    plan = build_plan(config, model)
     if plan is not None:
         return format_plan(plan)
     max_epochs = config.trainer.max_epochs
-    plain = plain_plan(config, parts, None if max_epochs == "auto" else max_epochs)
+    plain = plain_plan(config, model, None if max_epochs == "auto" else max_epochs)
     return f"No {section}.phases: one phase with the plain settings.\n{format_plan(plain)}"
 
 
-def build_plan(config: FitParams, parts: Mapping[str, Any]) -> TrainingPlan | None:
+def build_plan(config: FitParams, model: BaseVAE) -> TrainingPlan | None:
     """The phases of ``config`` with inherited fields filled in; ``None`` without phases.
 
     A field a phase leaves out comes from ``phase_defaults``; the optimiser's name and
-    arguments start from ``training.optimizer``; ``trainable: all`` means every part.
+    arguments start from ``training.optimizer``; ``trainable: all`` means every part; a
+    phase that sets no ``kl_weight`` carries the model's KL warm-up, counted in the
+    run's epochs (``models.phases.kl_warmup``).
 
     Args:
         config: Validated training parameters.
-        parts: The model's named parts (``VAEModule.named_parts()``).
+        model: The model (or a probe of it): its named parts and KL warm-up.
 
     Raises:
         PhasePlanError: A phase without ``until``, or an unknown frozen part.
     """
     if config.phases is None:
         return None
-    return TrainingPlan(
-        tuple(
-            _resolve_phase(config, index, phase, parts) for index, phase in enumerate(config.phases)
-        )
+    phases = tuple(
+        _resolve_phase(config, index, phase, model.module.named_parts())
+        for index, phase in enumerate(config.phases)
     )
+    return with_kl_warmup(TrainingPlan(phases), model)
 
 
-def plain_plan(config: FitParams, parts: Mapping[str, Any], max_epochs: int | None) -> TrainingPlan:
+def plain_plan(config: FitParams, model: BaseVAE, max_epochs: int | None) -> TrainingPlan:
     """The single phase a run without ``phases`` trains in (``models.phases.single_phase_plan``)."""
     return single_phase_plan(
-        parts,
+        model,
         _base_optimizer(config),
         max_epochs,
         patience=config.trainer.early_stopping_patience,
@@ -369,17 +428,27 @@ def _ramp(value: float | RampParams) -> Ramp:
     return Ramp(float(value), float(value))
 
 
-def hyperparameter_schema(model_class: type) -> type[StrictModel]:
-    """A pydantic model of the constructor arguments users may set for ``model_class``."""
-    hints = typing.get_type_hints(model_class.__init__)
-    parameters = inspect.signature(model_class.__init__).parameters
+def hyperparameter_schema(model_class: type[BaseVAE]) -> type[StrictModel]:
+    """A pydantic model of the hyperparameters users may set for ``model_class``: the
+    fields of its declaration (``hyperparameter_class``) with their types, defaults and
+    descriptions, but the optimiser's (set from ``optimizer``)."""
+    declaration = model_class.hyperparameter_class
+    hints = typing.get_type_hints(declaration)
+    defaults = {field.name: field.default for field in dataclasses.fields(declaration)}
+    descriptions = declaration.descriptions()
     fields = {
-        name: (hints.get(name, Any), parameters[name].default)
-        for name in model_class.hyperparameter_names()
-        if name not in model_class.data_hyperparameters | OPTIMIZER_HYPERPARAMETERS
+        name: (hints[name], Field(defaults[name], description=descriptions.get(name)))
+        for name in declaration.names()
+        if name not in OPTIMIZER_HYPERPARAMETERS
     }
     return create_model(
         f"{model_class.__name__}Hyperparameters",
         __config__=ConfigDict(extra="forbid"),
         **fields,
     )
+
+
+def default_hyperparameters(model_class: type[BaseVAE]) -> dict[str, Any]:
+    """Every hyperparameter users may set for ``model_class`` at its declared default,
+    as JSON values."""
+    return hyperparameter_schema(model_class)().model_dump(mode="json")

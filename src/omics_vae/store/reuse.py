@@ -72,6 +72,7 @@ def retrieve_or_train(
     artifacts: TrainingArtifacts,
     store: ModelStore | None,
     force_retrain: bool = False,
+    dry_run: bool = False,
 ) -> Trained:
     """Reuse the finished model of the newest run in ``store`` tagged with
     ``fingerprint``, or call ``train``.
@@ -83,12 +84,13 @@ def retrieve_or_train(
         store: The store to search; ``None`` (a node called outside ``kedro run``, in a
             notebook or a test): always train.
         force_retrain: Train even when an identical model exists.
+        dry_run: ``train`` only prints the plan: neither reuse nor train a model.
 
     Returns:
         Model, per-epoch history and training summary; the summary carries
         ``training_fingerprint`` and ``reused_from_run`` (``None`` when trained here).
     """
-    if not force_retrain and store is not None:
+    if not (force_retrain or dry_run) and store is not None:
         found = find_trained_model(fingerprint, artifacts, store)
         if found is not None:
             logger.info(

@@ -57,10 +57,8 @@ def fit_model(
     """
     train, val = tensors.subset("train"), tensors.subset("val")
     del tensors  # the splits are copies; keeping all cells too would double the memory
-    settings = _fit_settings(config, train.n_obs)
-    plan = training_plan(config, model, section) or plain_plan(
-        config, model.module.named_parts(), settings.max_epochs
-    )
+    settings = replace(_fit_settings(config, train.n_obs), section=section)
+    plan = training_plan(config, model, section) or plain_plan(config, model, settings.max_epochs)
     table = format_plan(plan)
     logger.info("Training plan:\n%s", table)
     if config.dry_run:
@@ -95,11 +93,13 @@ def training_plan(config: FitParams, model: BaseVAE, section: str) -> TrainingPl
             parameters for this data); the message names the phase and the field.
     """
     try:
-        plan = build_plan(config, model.module.named_parts())
+        plan = build_plan(config, model)
         if plan is not None:
             check_plan(plan, model)
     except PhasePlanError as error:
-        raise TrainingInputError(f"{section}.{error} (in conf/base/parameters_*.yml)") from None
+        raise TrainingInputError(
+            f"{section}.{error} (set it in conf/local/parameters_*.yml)"
+        ) from None
     return plan
 
 

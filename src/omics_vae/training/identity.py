@@ -44,11 +44,14 @@ def training_identity(
             and the covariate columns).
         data_fingerprint: Its content hash (``fingerprint_anndata``: cells, genes, split
             and the values the model reads).
-        config: The validated training block.
+        config: The validated training block (its effective parameters count: the
+            chosen model's hyperparameters with their defaults, no other model's).
         covariate_keys: The obs columns the model is given (labels, batches): relabelled
             cells with the same counts train another model.
     """
-    parameters = config.model_dump(mode="json")
+    # The chosen model's hyperparameters resolved, so leaving a default to the model's
+    # declaration and writing it out are the same model.
+    parameters = config.effective_parameters()
     for path in OPERATIONAL_KEYS:
         _drop(parameters, path)
     return {

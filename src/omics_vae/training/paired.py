@@ -20,7 +20,7 @@ from omics_vae.training.identity import training_identity
 
 logger = logging.getLogger(__name__)
 
-PARAMETERS_FILE = "conf/base/parameters_paired.yml"
+PARAMETERS_FILE = "conf/local/parameters_paired.yml"  # the user's own settings
 
 
 def paired_config(params: dict[str, Any]) -> PairedTrainingParams:

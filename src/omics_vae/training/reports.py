@@ -15,12 +15,13 @@ from omics_vae.schemas.training import FitParams
 def model_card(
     config: FitParams, summary: dict[str, Any], history: pd.DataFrame, data: dict[str, Any]
 ) -> dict[str, Any]:
-    """The model card of any registered model: parameters, data, how training went."""
+    """The model card of any registered model: parameters (the effective ones: every
+    hyperparameter of the model, defaults included), data, how training went."""
     numeric = history.select_dtypes("number")
     final = numeric.iloc[-1].to_dict() if len(numeric) else {}
     return {
         "model": config.model,
-        "parameters": config.model_dump(mode="json"),
+        "parameters": config.effective_parameters(),
         "data": data,
         "training": {
             "epochs": summary["epochs"],

@@ -20,7 +20,9 @@ from omics_vae.training.identity import training_identity
 logger = logging.getLogger(__name__)
 
 
-PARAMETERS_FILE = "conf/base/parameters_training.yml"
+# The user's own settings (git-ignored), merged key by key over conf/base.
+PARAMETERS_FILE = "conf/local/parameters_training.yml"
+PROCESSING_PARAMETERS_FILE = "conf/local/parameters_data_processing.yml"
 
 
 def train_model(
@@ -133,6 +135,7 @@ def check_training_input(model_input: AnnData, config: TrainingParams, keys: lis
             f"(obs columns: {sorted(model_input.obs.columns)}). Fix training.covariates in "
             f"{PARAMETERS_FILE}."
         )
+    _check_no_missing_covariates(model_input, config, keys)
     if "split" not in model_input.obs:
         raise TrainingInputError(
             "model_input has no obs['split']; run the data_processing pipeline first."
@@ -141,12 +144,37 @@ def check_training_input(model_input: AnnData, config: TrainingParams, keys: lis
     for split in ("train", "val"):
         if counts.get(split, 0) == 0:
             raise TrainingInputError(
-                f"The '{split}' split has no cells. Give it a fraction above 0 in "
-                "data_processing.split (conf/base/parameters_data_processing.yml) and "
-                "run data_processing again."
+                f"The '{split}' split has no cells in model_input. Give it a fraction above 0 "
+                f"in data_processing.split ({PROCESSING_PARAMETERS_FILE}) and run "
+                "data_processing again."
             )
-    if config.trainer.batch_size > counts["train"]:
+    n_train = int(counts["train"])
+    if config.trainer.batch_size > n_train:
+        smaller = (
+            f"Set training.trainer.batch_size: {n_train} (or lower) in {PARAMETERS_FILE}"
+            if n_train >= 2
+            else "Process more cells"
+        )
         raise TrainingInputError(
             f"training.trainer.batch_size = {config.trainer.batch_size} exceeds the "
-            f"{counts['train']} training cells. Lower it in {PARAMETERS_FILE}."
+            f"{n_train} training cells of model_input. {smaller}."
+        )
+
+
+def _check_no_missing_covariates(
+    model_input: AnnData, config: TrainingParams, keys: list[str]
+) -> None:
+    """Covariates the model is given must name a category for every cell."""
+    for key in keys:
+        missing = model_input.obs[key].isna().to_numpy()
+        if not missing.any():
+            continue
+        kind = "bio" if key in resolve_covariates(model_input, config)[0] else "tech"
+        examples = list(model_input.obs_names[missing][:3])
+        raise TrainingInputError(
+            f"obs['{key}'] of model_input, a covariate of {config.model} "
+            f"(training.covariates.{kind}), has no value for {int(missing.sum()):,} of "
+            f"{model_input.n_obs:,} cells (e.g. {examples}). Fill or drop them in the raw "
+            f"data and run data_processing again, or set training.covariates.{kind}: [] in "
+            f"{PARAMETERS_FILE} to train without it."
         )

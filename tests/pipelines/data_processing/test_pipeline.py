@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +13,25 @@ import pandas as pd
 import pytest
 import yaml
 from kedro.config import OmegaConfigLoader
-from kedro.io import DataCatalog, MemoryDataset
+from kedro.io import DataCatalog, MemoryDataset, Version
 from kedro.runner import SequentialRunner
+from kedro_datasets.pandas import CSVDataset
 from matplotlib.figure import Figure
 
 from omics_vae.params import InvalidParametersError, validate_section
 from omics_vae.pipelines.data_processing import create_pipeline
 from omics_vae.pipelines.data_processing.nodes import filter_cells_and_genes
 from omics_vae.processing.annotations import RECORD_KEY
+from omics_vae.processing.errors import DataProcessingError
 from omics_vae.processing.split import SPLITS
 from omics_vae.schemas.data_processing import DataProcessingParams
+from tests.conftest import validated_block
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SUCCESS = "Pipeline execution completed successfully"
 OUTPUTS = ("model_input", "qc_summary", "qc_figure")
+# The pipeline's one parameter from another block: the training batch it must fill.
+BATCH_SIZE = "params:training.trainer.batch_size"
 IN_MEMORY = (
     "validated_cells",
     "filtered_cells",
@@ -35,10 +41,13 @@ IN_MEMORY = (
 )
 
 
-def make_catalog(parameters: dict[str, Any], **inputs: Any) -> DataCatalog:
+def make_catalog(parameters: dict[str, Any], batch_size: int = 128, **inputs: Any) -> DataCatalog:
     """An in-memory catalog holding the given inputs, the parameters and empty outputs."""
     datasets = {name: MemoryDataset(data) for name, data in inputs.items()}
-    datasets["params:data_processing"] = MemoryDataset(parameters)
+    datasets["params:data_processing"] = MemoryDataset(
+        validated_block("data_processing", parameters)
+    )
+    datasets[BATCH_SIZE] = MemoryDataset(batch_size)
     return DataCatalog(datasets=datasets)
 
 
@@ -58,7 +67,7 @@ def base_config(name: str) -> dict[str, Any]:
 def test_pipeline_interface():
     pipeline = create_pipeline()
 
-    assert pipeline.inputs() == {"raw_counts", "params:data_processing"}
+    assert pipeline.inputs() == {"raw_counts", "params:data_processing", BATCH_SIZE}
     assert pipeline.outputs() == set(OUTPUTS)
     assert {node.name for node in pipeline.nodes} == {
         "validate_raw_data_node",
@@ -124,7 +133,9 @@ def test_slice_from_filtered_cells_to_model_input(filtered, parameters, caplog):
 
 
 def test_qc_figure_slice_needs_only_the_metrics(validated, parameters, caplog):
-    _, metrics, _ = filter_cells_and_genes(validated, parameters)
+    _, metrics, _ = filter_cells_and_genes(
+        validated, validated_block("data_processing", parameters)
+    )
     pipeline = create_pipeline().from_nodes("plot_qc_metrics_node")
     catalog = make_catalog(parameters, qc_metrics=metrics)
 
@@ -139,6 +150,27 @@ def test_failure_names_the_node_input_problem(raw_counts, parameters):
 
     with pytest.raises(ValueError, match=r"data_processing\.batch_key"):
         SequentialRunner().run(create_pipeline(), catalog)
+
+
+@pytest.mark.parametrize("refused", ["ten cells", "one cell per batch"])
+def test_a_refused_input_saves_no_output(raw_counts, parameters, refused, tmp_path):
+    """The input contract is checked before the first output is saved: a refused run
+    leaves no QC summary (nor model input) of a processing that never finished."""
+    if refused == "ten cells":
+        raw, reason = raw_counts[:10].copy(), "training.trainer.batch_size"
+    else:
+        raw, reason = raw_counts.copy(), "No batch of obs['batch']"
+        raw.obs["batch"] = pd.Categorical(raw.obs_names)
+        parameters["qc"].update(min_genes_per_cell=0, min_counts_per_cell=0, max_pct_mito=100)
+    catalog = make_catalog(parameters, raw_counts=raw)
+    catalog["qc_summary"] = CSVDataset(
+        filepath=str(tmp_path / "qc_summary.csv"), version=Version(None, None)
+    )
+
+    with pytest.raises(DataProcessingError, match=re.escape(reason)):
+        SequentialRunner().run(create_pipeline(), catalog)
+
+    assert not list(tmp_path.iterdir())
 
 
 def test_real_pbmc_data_runs_through(pbmc_3chem_path, parameters, caplog):

@@ -7,11 +7,10 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from omics_vae.params import InvalidParametersError
-from omics_vae.pipelines.embedding.nodes import embed_cells
 from omics_vae.pipelines.embedding.pipeline import create_pipeline
 from omics_vae.pipelines.training.nodes import make_model_card
 from omics_vae.training.single_cell import train_model
+from tests.conftest import validated_block
 
 EMBEDDING_PARAMS = {"batch_size": 64, "reconstruction_error": True}
 
@@ -20,12 +19,7 @@ EMBEDDING_PARAMS = {"batch_size": 64, "reconstruction_error": True}
 def trained(request, model_input, training_params):
     training_params["model"] = request.param
     model, history, summary = train_model(model_input, training_params)
-    return model, make_model_card(summary, training_params, history)
-
-
-def test_the_node_names_a_bad_key_of_its_block(model_input):
-    with pytest.raises(InvalidParametersError, match=r"embedding\.batch_size"):
-        embed_cells(model_input, None, {}, {"batch_size": 0})
+    return model, make_model_card(summary, validated_block("training", training_params), history)
 
 
 def test_pipeline_runs_on_an_in_memory_catalog(model_input, trained):
@@ -35,7 +29,7 @@ def test_pipeline_runs_on_an_in_memory_catalog(model_input, trained):
             "model_input": MemoryDataset(model_input),
             "model": MemoryDataset(model, copy_mode="assign"),
             "model_card": MemoryDataset(card),
-            "params:embedding": MemoryDataset(EMBEDDING_PARAMS),
+            "params:embedding": MemoryDataset(validated_block("embedding", EMBEDDING_PARAMS)),
         }
     )
     SequentialRunner().run(create_pipeline(), catalog)

@@ -16,6 +16,7 @@ from omics_vae.pipelines import embedding, training
 from omics_vae.pipelines.training.nodes import make_model_card
 from omics_vae.schemas.embedding import EmbeddingParams
 from omics_vae.training.single_cell import train_model
+from tests.conftest import validated_block
 from tests.test_runs import log_training_run
 
 
@@ -25,7 +26,7 @@ def registered_store(tmp_path, monkeypatch, model_input, training_params):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     model, history, summary = train_model(model_input, training_params)
-    card = make_model_card(summary, training_params, history)
+    card = make_model_card(summary, validated_block("training", training_params), history)
     run_id = log_training_run(uri, model, card, metrics={"scib/total": 0.5}, folder=tmp_path)
     runs.register_model(run_id, alias="champion")
     return model
@@ -38,7 +39,7 @@ def fresh_clone_catalog(model_input, folder, params) -> DataCatalog:
             "model_input": MemoryDataset(model_input),
             "model": LightningCheckpointDataset(filepath=str(folder / "06_models/model.ckpt")),
             "model_card": YAMLDataset(filepath=str(folder / "06_models/model_card.yml")),
-            "params:embedding": MemoryDataset(params),
+            "params:embedding": MemoryDataset(validated_block("embedding", params)),
         }
     )
 

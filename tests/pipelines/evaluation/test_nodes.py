@@ -1,4 +1,4 @@
-"""Evaluation nodes: the committed parameters, and each node validating its block and
+"""Evaluation nodes: the committed parameters, and each node taking its validated block and
 handing it to the library (the library's behaviour is tested in tests/evaluation)."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from omics_vae.schemas.evaluation import (
     AnomalyParams,
     EvaluationParams,
 )
+from tests.conftest import validated_block
 
 # ---- parameters -------------------------------------------------------------------------
 
@@ -64,35 +65,14 @@ class TestParameters:
 # ---- nodes ------------------------------------------------------------------------------
 
 
-NODES_WITH_PARAMETERS = (
-    "prepare_evaluation_cells",
-    "benchmark_integration",
-    "compute_umaps",
-    "score_anomalies",
-    "plot_anomalies",
-)
-
-
-@pytest.mark.parametrize("node", NODES_WITH_PARAMETERS)
-def test_every_node_refuses_a_bad_block_naming_the_key(
-    embeddings, model_input, evaluation_cells, parameters, node
-):
-    catalog_inputs = {
-        "prepare_evaluation_cells": (embeddings, model_input),
-        "plot_anomalies": (None, None),  # the block is checked before they are read
-    }.get(node, (evaluation_cells,))
-    parameters["umap"]["n_neigbors"] = 10
-
-    with pytest.raises(InvalidParametersError, match=r"evaluation\.umap\.n_neigbors"):
-        getattr(nodes, node)(*catalog_inputs, parameters)
-
-
 def test_the_preparation_node_gives_the_library_the_validated_block(
     embeddings, model_input, parameters
 ):
     parameters["splits"] = ["test"]
 
-    from_node = nodes.prepare_evaluation_cells(embeddings, model_input, parameters)
+    from_node = nodes.prepare_evaluation_cells(
+        embeddings, model_input, validated_block("evaluation", parameters)
+    )
     from_library = preparation.prepare_evaluation_cells(
         embeddings, model_input, EvaluationParams.model_validate(parameters)
     )
@@ -107,14 +87,15 @@ def test_the_anomaly_nodes_use_the_anomaly_block(evaluation_cells, parameters):
     parameters["anomaly"].update(method="knn", combine="zscore", fraction=0.1)
     config = AnomalyParams.model_validate(parameters["anomaly"])
 
-    scores = nodes.score_anomalies(evaluation_cells, parameters)
+    block = validated_block("evaluation", parameters)
+    scores = nodes.score_anomalies(evaluation_cells, block)
 
     pd.testing.assert_frame_equal(scores, anomalies.score_anomalies(evaluation_cells, config))
     assert scores["flagged"].sum() == 30
     umaps = scores[["cell", "batch", "cell_type"]].assign(
         embedding="invae", role="model", umap_1=0.0, umap_2=0.0
     )
-    title = nodes.plot_anomalies(umaps, scores, parameters).get_axes()[0].get_title()
+    title = nodes.plot_anomalies(umaps, scores, block).get_axes()[0].get_title()
     assert "top 10.0% flagged" in title
     assert "knn on the latent" in title
 

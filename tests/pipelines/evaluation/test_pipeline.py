@@ -15,6 +15,7 @@ from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
 from omics_vae.pipelines.evaluation import create_pipeline
+from tests.conftest import validated_block
 
 SUCCESS = "Pipeline execution completed successfully"
 INPUTS = {"embeddings", "model_input", "params:evaluation"}
@@ -45,7 +46,7 @@ def make_catalog(parameters: dict[str, Any], **inputs: Any) -> DataCatalog:
     """The inputs and parameters, and a place for every output (kept after the run)."""
     datasets: dict[str, Any] = {name: KeptDataset() for name in OUTPUTS}
     datasets.update({name: MemoryDataset(data) for name, data in inputs.items()})
-    datasets["params:evaluation"] = MemoryDataset(parameters)
+    datasets["params:evaluation"] = MemoryDataset(validated_block("evaluation", parameters))
     return DataCatalog(datasets=datasets)
 
 

@@ -1,4 +1,4 @@
-"""paired_evaluation nodes: each validates the ``paired.evaluation`` block and hands it to
+"""paired_evaluation nodes: each hands the validated ``paired.evaluation`` block to
 the library (whose behaviour is tested in tests/evaluation)."""
 
 from __future__ import annotations
@@ -7,32 +7,28 @@ import matplotlib.pyplot as plt
 import pytest
 
 from omics_vae.evaluation import imputation, imputation_figures
-from omics_vae.params import InvalidParametersError
 from omics_vae.pipelines.paired_evaluation import nodes
+from tests.conftest import validated_block
 from tests.evaluation.paired_data import make_paired_inputs
 
 
 @pytest.fixture
 def predictions():
-    return nodes.predict_held_out(*make_paired_inputs(), {"split": "val"})
+    return nodes.predict_held_out(
+        *make_paired_inputs(), validated_block("paired.evaluation", {"split": "val"})
+    )
 
 
 def test_predict_held_out_reads_the_block(predictions):
     assert predictions["split"] == "val"
 
 
-@pytest.mark.parametrize("node", ["predict_held_out", "plot_best_worst_features"])
-def test_a_bad_block_is_refused_naming_the_key(node):
-    inputs = make_paired_inputs() if node == "predict_held_out" else (None, None)
-
-    with pytest.raises(InvalidParametersError, match=r"paired\.evaluation\.n_scatter"):
-        getattr(nodes, node)(*inputs, {"n_scatter": 2})
-
-
 def test_the_scatter_draws_n_scatter_features_best_and_worst(predictions):
     features, _, _ = nodes.score_imputations(predictions)
 
-    figure = nodes.plot_best_worst_features(predictions, features, {"n_scatter_features": 1})
+    figure = nodes.plot_best_worst_features(
+        predictions, features, validated_block("paired.evaluation", {"n_scatter_features": 1})
+    )
 
     assert len(figure.get_axes()) == 2 * 2
     plt.close(figure)

@@ -17,6 +17,7 @@ from omics_vae.data.paired_simulate import simulate_paired_tables
 from omics_vae.families import PAIRED
 from omics_vae.pipelines import paired_embedding, paired_processing, paired_training
 from omics_vae.pipelines.paired_embedding.nodes import embed_paired_samples
+from tests.conftest import validated_block
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 CHECKED = (
@@ -76,7 +77,7 @@ def _catalog(raw_tables, params) -> DataCatalog:
         }
     )
     for stage, block in params.items():
-        catalog[f"params:paired.{stage}"] = block
+        catalog[f"params:paired.{stage}"] = validated_block(f"paired.{stage}", block)
     catalog["params:force_retrain"] = False
     catalog["trained_models"] = MemoryDataset(None)  # no store: always train
     return catalog
@@ -134,7 +135,12 @@ def test_a_scaler_file_of_other_features_is_refused(raw_tables, params):
     scalers = catalog.load("paired_scalers")
     scalers["platforms"]["b"]["scaler"]["features"][0] = "CD999"
     with pytest.raises(PairedInputError, match=r"paired_scalers \(platform b\).*'CD999'"):
-        embed_paired_samples(catalog.load("paired_model_input"), None, scalers, params["embedding"])
+        embed_paired_samples(
+            catalog.load("paired_model_input"),
+            None,
+            scalers,
+            validated_block("paired.embedding", params["embedding"]),
+        )
     assert {"paired_model", "paired_scalers"} <= paired_embedding.create_pipeline().inputs()
 
 

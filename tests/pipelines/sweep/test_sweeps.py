@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from omics_vae.schemas import PARAMETER_SCHEMAS
+from omics_vae.context import validated_parameters
 from omics_vae.sweeps import (
     SweepError,
     SweepSpec,
@@ -18,7 +18,6 @@ from omics_vae.sweeps import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-SWEPT = {section: PARAMETER_SCHEMAS[section] for section in ("training", "embedding", "evaluation")}
 
 
 @pytest.fixture
@@ -73,8 +72,7 @@ def test_a_sweep_with_only_seeds_runs_the_base_parameters():
 
 def test_variant_blocks_apply_overrides_to_the_project_parameters(params):
     blocks = sweep_parameters(
-        _with_sweep(params, grid={"training.hyperparameters.invae.n_latent_bio": [12]}, seeds=[5]),
-        SWEPT,
+        _with_sweep(params, grid={"training.hyperparameters.invae.n_latent_bio": [12]}, seeds=[5])
     )
     block = blocks["demo__n_latent_bio_12__seed_5"]
     assert block["training"]["hyperparameters"]["invae"]["n_latent_bio"] == 12
@@ -92,8 +90,11 @@ def test_variant_blocks_apply_overrides_to_the_project_parameters(params):
         "seed": 5,
         "overrides": {"training.hyperparameters.invae.n_latent_bio": 12},
     }
-    # The project's own block is left as it was.
-    assert params["training"]["hyperparameters"]["invae"]["n_latent_bio"] == 30
+    # The YAML leaves every hyperparameter to the model's declaration; the variant has
+    # them all written out (what its child run logs), the override winning.
+    assert params["training"]["hyperparameters"]["invae"] == {}
+    assert block["training"]["hyperparameters"]["invae"]["n_latent_tech"] == 5
+    assert block["training"]["hyperparameters"]["scvi_vae"]["n_latent"] == 30
 
 
 @pytest.mark.parametrize(
@@ -130,8 +131,13 @@ def test_variant_blocks_apply_overrides_to_the_project_parameters(params):
 )
 def test_invalid_sweeps_fail_naming_the_problem(params, sweep, message):
     with pytest.raises((SweepError, ValueError)) as error:
-        sweep_parameters(_with_sweep(params, **sweep), SWEPT)
+        _expanded_and_validated(_with_sweep(params, **sweep))
     assert message in str(error.value)
+
+
+def _expanded_and_validated(params: dict) -> dict:
+    """As the project's context sees them: the variants' blocks added, then validated."""
+    return validated_parameters({**params, **sweep_parameters(params)})
 
 
 def test_two_sweeps_may_not_share_a_variant_name(params):
@@ -143,7 +149,7 @@ def test_two_sweeps_may_not_share_a_variant_name(params):
 def test_a_variant_name_may_not_shadow_a_top_level_parameter(params):
     clash = {**_with_sweep(params, variants={"v": {}}), "demo__v__seed_0": 1}
     with pytest.raises(SweepError, match="clashes with the top-level parameter key"):
-        sweep_parameters(clash, SWEPT)
+        sweep_parameters(clash)
 
 
 def test_the_shipped_sweep_expands_to_the_documented_variants(params):
@@ -160,7 +166,7 @@ def test_a_paired_sweep_overrides_the_paired_block_but_not_its_processing(params
     paired = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_paired.yml").read_text())
     project = {**params, **paired}
     sweep = {"family": "paired", "grid": {"paired.training.hyperparameters.n_latent": [4]}}
-    blocks = sweep_parameters({**project, "sweeps": {"p": sweep}}, PARAMETER_SCHEMAS)
+    blocks = sweep_parameters({**project, "sweeps": {"p": sweep}})
     block = blocks["p__n_latent_4__seed_0"]
     assert set(block) == {"paired", "sweep"}
     assert block["paired"]["training"]["hyperparameters"]["n_latent"] == 4
@@ -168,7 +174,7 @@ def test_a_paired_sweep_overrides_the_paired_block_but_not_its_processing(params
 
     processing = {"family": "paired", "grid": {"paired.processing.split.seed": [1]}}
     with pytest.raises(SweepError, match=r"'paired\.processing' is shared by every variant"):
-        sweep_parameters({**project, "sweeps": {"p": processing}}, PARAMETER_SCHEMAS)
+        sweep_parameters({**project, "sweeps": {"p": processing}})
     single_cell_key = {"family": "paired", "grid": {"training.seed": [1]}}
     with pytest.raises(SweepError, match="a paired sweep overrides keys under paired"):
-        sweep_parameters({**project, "sweeps": {"p": single_cell_key}}, PARAMETER_SCHEMAS)
+        sweep_parameters({**project, "sweeps": {"p": single_cell_key}})

@@ -14,6 +14,7 @@ from omics_vae.pipelines.training.nodes import make_model_card
 from omics_vae.training.fitting import TrainingInputError, default_max_epochs
 from omics_vae.training.reports import history_to_metrics, plot_loss_curves
 from omics_vae.training.single_cell import train_model
+from tests.conftest import validated_block
 
 
 def test_train_model_returns_a_trained_model_history_and_summary(model_input, training_params):
@@ -84,7 +85,7 @@ def test_bad_input_is_refused_before_training(model_input, training_params, chan
 
 def test_model_card_records_data_parameters_and_environment(model_input, training_params):
     _, history, summary = train_model(model_input, training_params)
-    card = make_model_card(summary, training_params, history)
+    card = make_model_card(summary, validated_block("training", training_params), history)
 
     assert card["model"] == "invae"
     assert card["data"]["fingerprint"] == summary["data_fingerprint"]

@@ -10,12 +10,19 @@ import pytest
 import torch
 from matplotlib.patches import Rectangle
 
+from omics_vae.models import InVAE
 from omics_vae.params import InvalidParametersError, validate_section
 from omics_vae.pipelines.training.nodes import make_model_card
-from omics_vae.schemas.training import TrainingParams, build_plan, probe_model
+from omics_vae.schemas.training import (
+    TrainingParams,
+    build_plan,
+    default_hyperparameters,
+    probe_model,
+)
 from omics_vae.training.fitting import TrainingDryRun, TrainingInputError
 from omics_vae.training.reports import history_to_metrics, plot_loss_curves
 from omics_vae.training.single_cell import train_model
+from tests.conftest import validated_block
 
 THREE_PHASES = [
     {"name": "warmup", "loss": {"beta": 0.0}, "until": {"epochs": 2}},
@@ -39,7 +46,7 @@ def phased_params(training_params):
 
 def test_phases_inherit_defaults_and_the_plain_optimiser(phased_params):
     config = validate_section("training", TrainingParams, phased_params)
-    plan = build_plan(config, probe_model(config).module.named_parts())
+    plan = build_plan(config, probe_model(config))
 
     warmup, full, decoder = plan.phases
     assert warmup.trainable == ("encoder", "decoder", "dispersion", "prior_bio", "prior_tech")
@@ -97,7 +104,7 @@ def test_phases_train_through_the_node_and_reach_summary_history_metrics_and_fig
 
     assert list(history["phase"]) == [0, 0, 1, 1, 2]
     assert list(history["phase_name"]) == ["warmup", "warmup", "full", "full", "decoder"]
-    # A phase that sets no KL weight follows the model's own warm-up (epoch 4 of 10).
+    # A phase that sets no KL weight continues the run's KL warm-up (epoch 4 of 10).
     np.testing.assert_allclose(history["kl_weight"], [0.0, 0.0, 0.5, 0.75, 0.4], rtol=1e-6)
     assert [(p["phase"], p["start_epoch"], p["end_epoch"]) for p in summary["phases"]] == [
         ("warmup", 0, 1),
@@ -107,8 +114,12 @@ def test_phases_train_through_the_node_and_reach_summary_history_metrics_and_fig
     assert all(p["reason"] for p in summary["phases"])
     assert summary["epochs"] == 5
 
-    card = make_model_card(summary, phased_params, history)
+    card = make_model_card(summary, validated_block("training", phased_params), history)
     assert card["training"]["phases"] == summary["phases"]
+    # The card records every hyperparameter of the model trained, defaults included.
+    assert card["parameters"]["hyperparameters"] == {
+        "invae": {**default_hyperparameters(InVAE), "n_hidden": 16}
+    }
     assert card["training"]["final_metrics"]["phase"] == 2
 
     metrics = history_to_metrics(history)
@@ -157,6 +168,8 @@ def test_dry_run_prints_the_plan_and_stops_without_error(model_input, phased_par
     assert "warmup" in printed
     assert "decoder" in printed
     assert "kl_weight=0" in printed
+    # The decoder phase sets no KL weight: it carries the run's KL warm-up.
+    assert "kl_weight=0→1 over run epochs 0-10" in printed.splitlines()[4]
     assert "nothing was trained" in printed
 
 

@@ -19,17 +19,20 @@ def create_pipeline(**kwargs) -> Pipeline:
         The data-processing pipeline; its intermediate AnnData objects are passed by
         reference (see their entries in ``conf/base/catalog.yml``).
     """
+    # The training batch size: data too small for one batch are refused before anything
+    # is saved, not after they have become the latest model input.
+    batch_size = "params:training.trainer.batch_size"
     return Pipeline(
         [
             Node(
                 func=validate_raw_data,
-                inputs=["raw_counts", "params:data_processing"],
+                inputs=["raw_counts", "params:data_processing", batch_size],
                 outputs="validated_cells",
                 name="validate_raw_data_node",
             ),
             Node(
                 func=filter_cells_and_genes,
-                inputs=["validated_cells", "params:data_processing"],
+                inputs=["validated_cells", "params:data_processing", batch_size],
                 outputs=["filtered_cells", "qc_metrics", "qc_summary"],
                 name="filter_cells_and_genes_node",
             ),

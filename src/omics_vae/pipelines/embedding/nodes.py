@@ -12,12 +12,11 @@ from anndata import AnnData
 
 from omics_vae.embedding import cells
 from omics_vae.models import BaseVAE
-from omics_vae.params import validate_section
 from omics_vae.schemas.embedding import EmbeddingParams
 
 
 def embed_cells(
-    model_input: AnnData, model: BaseVAE, model_card: dict[str, Any], params: dict[str, Any]
+    model_input: AnnData, model: BaseVAE, model_card: dict[str, Any], params: EmbeddingParams
 ) -> tuple[AnnData, pd.DataFrame, dict[str, Any]]:
     """Posterior-mean latents of every cell of every split, for the catalog's ``model``
     or, with ``embedding.model_uri``, a registered version (see
@@ -27,5 +26,4 @@ def embed_cells(
         ``(embeddings, latent_table, embedding_info)``; see
         ``omics_vae.embedding.cells.embed_cells``.
     """
-    config = validate_section("embedding", EmbeddingParams, params)
-    return cells.embed_cells(model_input, model, model_card, config)
+    return cells.embed_cells(model_input, model, model_card, params)

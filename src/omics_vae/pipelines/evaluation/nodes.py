@@ -3,24 +3,22 @@ keeps biology, where its latent dimensions put batch and cell type, and which ce
 look anomalous.
 
 Every node reads ``evaluation_cells``, built once by :func:`prepare_evaluation_cells`.
-The computation lives in the Kedro-free ``omics_vae.evaluation``; a node validates the
-``evaluation`` parameter block and calls it. Nodes without parameters are the library
-functions themselves.
+The computation lives in the Kedro-free ``omics_vae.evaluation``; a node passes it
+the validated ``evaluation`` block, or the part of it that it needs. Nodes that pass
+their inputs through unchanged are the library functions themselves.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
-from omics_vae.evaluation import anomalies, figures, integration, preparation, umaps
+from omics_vae.evaluation import anomalies, figures, umaps
 from omics_vae.evaluation.figures import plot_latent_association, plot_umaps
-from omics_vae.evaluation.integration import scib_results_to_metrics
+from omics_vae.evaluation.integration import benchmark_integration, scib_results_to_metrics
+from omics_vae.evaluation.preparation import prepare_evaluation_cells
 from omics_vae.evaluation.statistics import compute_latent_association
-from omics_vae.params import validate_section
 from omics_vae.schemas.evaluation import EvaluationParams
 
 __all__ = [
@@ -36,42 +34,7 @@ __all__ = [
 ]
 
 
-def _config(params: dict[str, Any]) -> EvaluationParams:
-    return validate_section("evaluation", EvaluationParams, params)
-
-
-def prepare_evaluation_cells(
-    embeddings: AnnData, model_input: AnnData, params: dict[str, Any]
-) -> AnnData:
-    """The evaluated cells, their latents and the baselines in one AnnData.
-
-    Args:
-        embeddings: Output of the embedding pipeline.
-        model_input: The processed cells the embedding was made from.
-        params: The ``evaluation`` parameter block.
-
-    Returns:
-        See :func:`omics_vae.evaluation.preparation.prepare_evaluation_cells`.
-    """
-    return preparation.prepare_evaluation_cells(embeddings, model_input, _config(params))
-
-
-def benchmark_integration(
-    evaluation_cells: AnnData, params: dict[str, Any]
-) -> tuple[pd.DataFrame, Figure]:
-    """scib-metrics' benchmark of the model's latent and the baselines.
-
-    Args:
-        evaluation_cells: Output of :func:`prepare_evaluation_cells`.
-        params: The ``evaluation`` parameter block.
-
-    Returns:
-        See :func:`omics_vae.evaluation.integration.benchmark_integration`.
-    """
-    return integration.benchmark_integration(evaluation_cells, _config(params))
-
-
-def compute_umaps(evaluation_cells: AnnData, params: dict[str, Any]) -> pd.DataFrame:
+def compute_umaps(evaluation_cells: AnnData, params: EvaluationParams) -> pd.DataFrame:
     """2-D UMAP of each benchmarked embedding, on the benchmark subsample.
 
     Args:
@@ -81,10 +44,10 @@ def compute_umaps(evaluation_cells: AnnData, params: dict[str, Any]) -> pd.DataF
     Returns:
         See :func:`omics_vae.evaluation.umaps.compute_umaps`.
     """
-    return umaps.compute_umaps(evaluation_cells, _config(params).umap)
+    return umaps.compute_umaps(evaluation_cells, params.umap)
 
 
-def score_anomalies(evaluation_cells: AnnData, params: dict[str, Any]) -> pd.DataFrame:
+def score_anomalies(evaluation_cells: AnnData, params: EvaluationParams) -> pd.DataFrame:
     """Per-cell anomaly score from the corrected latent and the reconstruction error.
 
     Args:
@@ -94,11 +57,11 @@ def score_anomalies(evaluation_cells: AnnData, params: dict[str, Any]) -> pd.Dat
     Returns:
         See :func:`omics_vae.evaluation.anomalies.score_anomalies`.
     """
-    return anomalies.score_anomalies(evaluation_cells, _config(params).anomaly)
+    return anomalies.score_anomalies(evaluation_cells, params.anomaly)
 
 
 def plot_anomalies(
-    umap_coordinates: pd.DataFrame, anomaly_scores: pd.DataFrame, params: dict[str, Any]
+    umap_coordinates: pd.DataFrame, anomaly_scores: pd.DataFrame, params: EvaluationParams
 ) -> Figure:
     """The model's UMAP coloured by the combined anomaly score, flagged cells ringed.
 
@@ -110,4 +73,4 @@ def plot_anomalies(
     Returns:
         See :func:`omics_vae.evaluation.figures.plot_anomalies`.
     """
-    return figures.plot_anomalies(umap_coordinates, anomaly_scores, _config(params).anomaly)
+    return figures.plot_anomalies(umap_coordinates, anomaly_scores, params.anomaly)

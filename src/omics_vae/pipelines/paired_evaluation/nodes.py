@@ -3,7 +3,8 @@ other on held-out samples, for the joint VAE and for baselines fitted in the sam
 
 The computation lives in the Kedro-free ``omics_vae.evaluation.imputation`` and
 ``imputation_figures``; a node validates the ``paired.evaluation`` parameter block and
-calls it. Nodes without parameters are the library functions themselves.
+calls it. Nodes that pass their inputs through unchanged are the library functions
+themselves.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from anndata import AnnData
 from matplotlib.figure import Figure
 
-from omics_vae.evaluation import imputation, imputation_figures
-from omics_vae.evaluation.imputation import imputation_metrics, score_imputations
+from omics_vae.evaluation import imputation_figures
+from omics_vae.evaluation.imputation import (
+    imputation_metrics,
+    predict_held_out,
+    score_imputations,
+)
 from omics_vae.evaluation.imputation_figures import (
     plot_feature_histograms,
     plot_imputation_summary,
 )
-from omics_vae.params import validate_section
 from omics_vae.schemas.paired_evaluation import PairedEvaluationParams
 
 __all__ = [
@@ -33,36 +36,10 @@ __all__ = [
 ]
 
 
-def _config(params: dict[str, Any]) -> PairedEvaluationParams:
-    return validate_section("paired.evaluation", PairedEvaluationParams, params)
-
-
-def predict_held_out(
-    paired_model_input: AnnData,
-    paired_imputed: AnnData,
-    paired_scalers: dict[str, Any],
-    params: dict[str, Any],
-) -> dict[str, Any]:
-    """Measured and predicted values of each platform on the evaluation split.
-
-    Args:
-        paired_model_input: The processed, scaled samples of both platforms.
-        paired_imputed: The joint VAE's imputations of the same samples and features.
-        paired_scalers: The scaler record of ``paired_processing``.
-        params: The ``paired.evaluation`` parameter block.
-
-    Returns:
-        See :func:`omics_vae.evaluation.imputation.predict_held_out`.
-    """
-    return imputation.predict_held_out(
-        paired_model_input, paired_imputed, paired_scalers, _config(params)
-    )
-
-
 def plot_best_worst_features(
     paired_predictions: dict[str, Any],
     feature_scores_table: pd.DataFrame,
-    params: dict[str, Any],
+    params: PairedEvaluationParams,
 ) -> Figure:
     """Joint VAE imputation vs measured values for its best and worst features.
 
@@ -75,5 +52,5 @@ def plot_best_worst_features(
         See :func:`omics_vae.evaluation.imputation_figures.plot_best_worst_features`.
     """
     return imputation_figures.plot_best_worst_features(
-        paired_predictions, feature_scores_table, _config(params).n_scatter_features
+        paired_predictions, feature_scores_table, params.n_scatter_features
     )

@@ -13,7 +13,6 @@ import pandas as pd
 from anndata import AnnData
 
 from omics_vae.models import BaseVAE
-from omics_vae.params import validate_section
 from omics_vae.schemas.training import TrainingParams
 from omics_vae.store.reuse import SINGLE_CELL_ARTIFACTS, ModelStore, retrieve_or_train
 from omics_vae.training.identity import fingerprint_of
@@ -31,7 +30,7 @@ __all__ = [
 
 def train_or_reuse_model(
     model_input: AnnData,
-    params: dict[str, Any],
+    params: TrainingParams,
     force_retrain: bool = False,
     model_store: ModelStore | None = None,
 ) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
@@ -45,29 +44,27 @@ def train_or_reuse_model(
         model_store: The MLflow store searched for an identical model (the catalog's
             ``trained_models``); ``None``: train.
     """
-    config = validate_section("training", TrainingParams, params)
-    identity = checked_identity(model_input, config)
+    identity = checked_identity(model_input, params)
     return retrieve_or_train(
         lambda: train_model(model_input, params, identity["data"]),
         fingerprint=fingerprint_of(identity),
         artifacts=SINGLE_CELL_ARTIFACTS,
         store=model_store,
-        # A dry run only prints the plan: it neither reuses nor trains a model.
-        force_retrain=force_retrain or config.dry_run,
+        force_retrain=force_retrain,
+        dry_run=params.dry_run,
     )
 
 
 def make_model_card(
-    summary: dict[str, Any], params: dict[str, Any], history: pd.DataFrame
+    summary: dict[str, Any], params: TrainingParams, history: pd.DataFrame
 ) -> dict[str, Any]:
     """A small YAML-able record of what was trained, on what, and how well."""
-    config = validate_section("training", TrainingParams, params)
     data = {
         "fingerprint": summary["data_fingerprint"],
         "n_cells": summary["n_cells"],
         "n_genes": summary["n_genes"],
     }
-    card = model_card(config, summary, history, data)
+    card = model_card(params, summary, history, data)
     card["covariates"] = {"bio": summary["bio_keys"], "tech": summary["tech_keys"]}
     return card
 
