@@ -3,10 +3,10 @@ the `kedro` command line: a new `kedro` process spends about 10 s importing befo
 reads a file, the session here reuses what the suite has imported.
 
 Each run goes through ``bootstrap_project`` and ``KedroSession.create`` on the project
-copy, exactly as `kedro run` does, with the project's hooks (kedro-mlflow's included).
-What a run changes in this process (working folder, import path, environment, MLflow's
-tracking URI and active run, torch's threads, the sweep hooks' config loader) is put back
-after it, so later tests see the process as it was.
+copy, exactly as `kedro run` does, with the project's hooks and plugins. What a run
+changes in this process (working folder, import path, environment, MLflow's tracking URI
+and active run, torch's threads, the sweep hooks' config loader) is put back after it, so
+later tests see the process as it was.
 """
 
 from __future__ import annotations
