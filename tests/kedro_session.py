@@ -4,9 +4,9 @@ reads a file, the session here reuses what the suite has imported.
 
 Each run goes through ``bootstrap_project`` and ``KedroSession.create`` on the project
 copy, exactly as `kedro run` does, with the project's hooks and plugins. What a run
-changes in this process (working folder, import path, environment, MLflow's tracking URI
-and active run, torch's threads, the sweep hooks' config loader) is put back after it, so
-later tests see the process as it was.
+changes in this process (working folder, import path, environment, MLflow's tracking URI,
+active experiment and run, torch's threads, the sweep hooks' config loader) is put back
+after it, so later tests see the process as it was.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ from omics_vae import sweeps
 def _project_process_state(project: Path) -> Iterator[None]:
     cwd, path, environ = Path.cwd(), list(sys.path), dict(os.environ)
     tracking_uri, threads = mlflow.get_tracking_uri(), torch.get_num_threads()
+    # The experiment a run sets stays MLflow's default for this process (a module global
+    # that no public call unsets): a later mlflow.start_run() on another store would
+    # look for it there.
+    experiment_id = mlflow.tracking.fluent._active_experiment_id
     loader = dict(sweeps._session)
     # As run_kedro does: the project's mlflow.yml says where runs go.
     os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -45,6 +49,7 @@ def _project_process_state(project: Path) -> Iterator[None]:
         os.environ.clear()
         os.environ.update(environ)
         mlflow.set_tracking_uri(tracking_uri)
+        mlflow.tracking.fluent._active_experiment_id = experiment_id
         torch.set_num_threads(threads)
         sweeps._session.clear()
         sweeps._session.update(loader)
