@@ -3,10 +3,10 @@ the `kedro` command line: a new `kedro` process spends about 10 s importing befo
 reads a file, the session here reuses what the suite has imported.
 
 Each run goes through ``bootstrap_project`` and ``KedroSession.create`` on the project
-copy, exactly as `kedro run` does, with the project's hooks and plugins. What a run
-changes in this process (working folder, import path, environment, MLflow's tracking URI,
-active experiment and run, torch's threads, the sweep hooks' config loader) is put back
-after it, so later tests see the process as it was.
+copy, exactly as `kedro run` does, with the project's hooks and plugins, from the state a
+new process starts in. What a run changes in this process (working folder, import path,
+environment, MLflow's tracking URI, active experiment and run, torch's threads, the sweep
+hooks' config loader) is put back after it, so later tests see the process as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import mlflow
 import torch
+import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
@@ -29,30 +30,45 @@ from omics_vae import sweeps
 @contextmanager
 def _project_process_state(project: Path) -> Iterator[None]:
     cwd, path, environ = Path.cwd(), list(sys.path), dict(os.environ)
-    tracking_uri, threads = mlflow.get_tracking_uri(), torch.get_num_threads()
-    # The experiment a run sets stays MLflow's default for this process (a module global
-    # that no public call unsets): a later mlflow.start_run() on another store would
-    # look for it there.
+    threads, loader = torch.get_num_threads(), dict(sweeps._session)
+    # MLflow's tracking URI and experiment as this process set them (None: not set), not
+    # as MLflow resolves them: the session sets both (module globals that no public call
+    # reads unresolved), and a later test on another store must not inherit them.
+    tracking_uri = mlflow.tracking._tracking_service.utils._tracking_uri
     experiment_id = mlflow.tracking.fluent._active_experiment_id
-    loader = dict(sweeps._session)
-    # As run_kedro does: the project's mlflow.yml says where runs go.
+    # As a new `kedro` process starts: the project's mlflow.yml says where runs go.
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     os.environ["KEDRO_DISABLE_TELEMETRY"] = "true"
+    mlflow.set_tracking_uri(None)
+    mlflow.tracking.fluent._active_experiment_id = None
     os.chdir(project)  # relative paths in the parameters (checkpoint_dir) are the project's
+    # The project's store, named by its absolute path for this session: MLflow caches its
+    # stores and database engines by URI as written, so the relative sqlite:///mlflow.db
+    # of conf/base would send the runs of every later session in this process, in any
+    # project copy, to the first copy's database.
+    local_mlflow = project / "conf" / "local" / "mlflow.yml"
+    if not local_mlflow.exists():
+        store = {"mlflow_tracking_uri": f"sqlite:///{project.resolve() / 'mlflow.db'}"}
+        local_mlflow.write_text(yaml.safe_dump({"server": store}))
+    else:
+        local_mlflow = None
     try:
         yield
     finally:
         while mlflow.active_run() is not None:  # a failed run may leave one open
             mlflow.end_run("FAILED")
+        mlflow.set_tracking_uri(tracking_uri)  # None unsets it
+        mlflow.tracking.fluent._active_experiment_id = experiment_id
         os.chdir(cwd)
         sys.path[:] = path
         os.environ.clear()
         os.environ.update(environ)
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.tracking.fluent._active_experiment_id = experiment_id
         torch.set_num_threads(threads)
         sweeps._session.clear()
         sweeps._session.update(loader)
+        if local_mlflow is not None:
+            local_mlflow.unlink()
 
 
 def run_in_process(
