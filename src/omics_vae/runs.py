@@ -46,6 +46,8 @@ from mlflow.exceptions import MlflowException
 from omics_vae.evaluation.imputation import predict_held_out
 from omics_vae.models import BaseVAE
 from omics_vae.models.checkpoints import load_model_file
+from omics_vae.params import validate_section
+from omics_vae.schemas.paired_evaluation import PairedEvaluationParams
 
 EXPERIMENT_NAME = "omics_vae"
 MODEL_ARTIFACT_DIR = "model"
@@ -424,7 +426,12 @@ def paired_predictions(catalog, space: str = "original") -> dict[str, Any]:
         (``<source>_to_<target>``), ``features``, ``samples``, ``measured`` and
         ``predicted`` (``{method: samples x features array}``).
     """
-    params = {**catalog.load("params:paired.evaluation"), "space": space}
+    block = validate_section(
+        "paired.evaluation", PairedEvaluationParams, catalog.load("params:paired.evaluation")
+    )
+    params = validate_section(
+        "paired.evaluation", PairedEvaluationParams, {**block.model_dump(), "space": space}
+    )
     return predict_held_out(
         catalog.load("paired_model_input"),
         catalog.load("paired_imputed"),
