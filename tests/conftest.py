@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,28 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 # What a `kedro run` needs from the project; outputs, caches and environments stay behind.
 _PROJECT_PARTS = ("conf", "src", "pyproject.toml", ".telemetry", "notebooks")
 _LEFT_BEHIND = shutil.ignore_patterns("local", ".ipynb*", "__pycache__", "*.egg-info")
+
+
+_JAX_CACHE: dict[str, Path] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One jax compilation cache for the session, in this process and every `kedro`
+    process it starts: scib-metrics compiles a few hundred small programs per evaluation
+    (half a minute on 2 cores), and the suite evaluates data of the same shapes many
+    times (pbmc in the pipeline test, the end-to-end runs and the sweeps). The cache only
+    spares compiling again what jax would compile identically."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    _JAX_CACHE["dir"] = Path(tempfile.mkdtemp(prefix="omics-vae-jax-cache-"))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(_JAX_CACHE["dir"])
+    # jax caches only compilations of a second or more by default; these take ~0.1 s.
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if "dir" in _JAX_CACHE:
+        shutil.rmtree(_JAX_CACHE.pop("dir"), ignore_errors=True)
 
 
 def _copy_project(destination: Path) -> Path:

@@ -1,4 +1,5 @@
-"""One short `kedro run` shared by the notebook, browser and registry tests of a session.
+"""One short `kedro run` shared by the notebook, browser, registry, paired and viz tests of a
+session.
 
 Not a conftest fixture (conftest.py is shared by the whole suite): each test module wraps
 ``short_run_project`` in a fixture of its own, and the project it made is found again in
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import _copy_project, run_kedro, write_yaml
+from tests.kedro_session import run_in_process
 
 # A few epochs, one thread (the machines running the suite are shared): a minute on 2 cores.
 FAST_TRAINING = (
@@ -27,6 +29,11 @@ SWEEP = "compare"
 # What the first `kedro run` printed, beside the project.
 FIRST_RUN_OUTPUT = "first_run.out"
 SWEEP_GRID = {"training.hyperparameters.invae.n_latent_bio": [8, 16]}
+
+
+def _dotted(overrides: tuple[str, ...]) -> dict[str, int]:
+    """``("a.b=3", ...)`` as ``{"a.b": 3, ...}`` (the overrides here are integers)."""
+    return {key: int(value) for key, value in (item.split("=") for item in overrides)}
 
 
 def kedro(project: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -55,14 +62,9 @@ def short_run_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _copy_project(project)
     first = kedro(project, "run", "--params", ",".join(FAST_TRAINING))
     (root / FIRST_RUN_OUTPUT).write_text(first.stdout)
-    kedro(
-        project,
-        "run",
-        "--pipelines",
-        "training",
-        "--params",
-        ",".join((*FAST_TRAINING, "training.seed=1")),
-    )
+    # The second training as a Kedro session in this process (`kedro run --pipelines
+    # training` itself runs in tests/test_end_to_end.py): no new process's imports.
+    run_in_process(project, "training", params={**_dotted(FAST_TRAINING), "training.seed": 1})
     write_yaml(
         project / "conf" / "local" / "parameters_sweeps.yml",
         {"sweeps": {SWEEP: {"grid": SWEEP_GRID, "seeds": [0]}}},
@@ -95,3 +97,13 @@ def paired_short_run(project: Path) -> Path:
         kedro(project, "run", "--pipelines", "paired", "--params", ",".join(FAST_PAIRED))
         done.touch()
     return project
+
+
+def viz_build(project: Path) -> Path:
+    """`kedro viz build` once in the shared short-run project, on demand: its build folder,
+    shared by the test of the export and the browser's look at it."""
+    done = project.parent / "viz_done"
+    if not done.exists():
+        kedro(project, "viz", "build")
+        done.touch()
+    return project / "build"

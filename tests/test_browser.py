@@ -31,7 +31,7 @@ from omics_vae.pipelines.evaluation.pipeline import create_pipeline as evaluatio
 from omics_vae.pipelines.training.pipeline import create_pipeline as training
 from omics_vae.runs import find_models
 from tests.conftest import PROJECT_ROOT
-from tests.short_run import SWEEP, SWEEP_GRID, kedro, short_run_project
+from tests.short_run import SWEEP, SWEEP_GRID, short_run_project, viz_build
 
 pytestmark = pytest.mark.e2e
 
@@ -148,10 +148,9 @@ def _catalog_layers(project: Path) -> dict[str, str]:
 def test_kedro_viz_shows_the_pipelines_nodes_and_datasets_in_their_layers(
     project, browser_context, serve, tmp_path
 ):
-    kedro(project, "viz", "build")
     url = serve(
         [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "{port}"],
-        cwd=project / "build",
+        cwd=viz_build(project),
     )
     page = browser_context.new_page()
     page.set_viewport_size({"width": 1400, "height": 1800})  # the whole graph, legible

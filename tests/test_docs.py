@@ -29,7 +29,8 @@ EXERCISED_COMMANDS = {
         "tests/test_sweep_end_to_end.py (sweep_size, sweep_joint; each with --params)"
     ),
     "kedro run --pipelines sweep_<name> --tags training": (
-        "tests/test_sweep_end_to_end.py, tests/short_run.py (sweep_compare)"
+        "tests/short_run.py (sweep_compare); tests/test_sweep_end_to_end.py re-runs it as "
+        "a Kedro session"
     ),
     "kedro run --pipelines sweep_<name> --runner ParallelRunner": (
         "tests/test_sweep_end_to_end.py::"
@@ -111,11 +112,11 @@ def test_every_command_on_a_page_is_one_the_tests_run():
     assert not untested, f"commands no test runs (add a test, or show them as text): {untested}"
 
 
-DEPRECATED_PIPELINE_OPTION = re.compile(r"--pipeline(?![s\w])")
+DEPRECATED_PIPELINE_OPTION = re.compile(r"--pipelines(?![s\w])")
 
 
 def test_no_page_message_or_notebook_uses_the_deprecated_pipeline_option():
-    """Kedro 1.7 warns on every `--pipeline`; `--pipelines` also takes a comma list."""
+    """Kedro 1.7 warns on every `--pipelines`; `--pipelines` also takes a comma list."""
     written = [PROJECT_ROOT / "README.md", *DOCS.rglob("*.md")]
     for folder in ("src", "conf", "notebooks", "benchmarks"):
         written += [
@@ -130,4 +131,4 @@ def test_no_page_message_or_notebook_uses_the_deprecated_pipeline_option():
         if DEPRECATED_PIPELINE_OPTION.search(line)
     ]
     assert len(written) > 20, "the scan found too few files to mean anything"
-    assert offenders == [], f"write --pipelines instead of --pipeline in: {offenders}"
+    assert offenders == [], f"write --pipelines instead of --pipelines in: {offenders}"

@@ -1,4 +1,9 @@
-"""`kedro run` as a user runs it, in a temporary copy of the project."""
+"""`kedro run` as a user runs it, in a temporary copy of the project.
+
+Where the command line itself is not under test (what the pipelines write, how a bad
+parameter is refused), the run is a Kedro session in this process (tests/kedro_session.py),
+which spares a new process's imports.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ import yaml
 
 from omics_vae.models.checkpoints import CheckpointError, read_checkpoint
 from tests.conftest import use_pbmc_3chem, use_quick_metrics
+from tests.kedro_session import run_in_process
+from tests.short_run import short_run_project, viz_build
 
 pytestmark = pytest.mark.e2e
 
@@ -35,9 +42,9 @@ def _versions(project: Path, relative: str) -> list[Path]:
     return sorted((project / relative).glob("*/*"))
 
 
-def test_data_processing_on_the_embedded_default_writes_new_versions(project_copy, kedro_cli):
-    kedro_cli("run", "--pipelines", "data_processing")
-    kedro_cli("run", "--pipelines", "data_processing")
+def test_data_processing_on_the_embedded_default_writes_new_versions(project_copy):
+    run_in_process(project_copy, "data_processing")
+    run_in_process(project_copy, "data_processing")
 
     model_inputs = _versions(project_copy, "data/05_model_input/model_input.h5ad")
     assert len(model_inputs) == 2
@@ -181,9 +188,9 @@ def _check_mlflow_store(store: Path, n_training_runs: int) -> None:
         assert connection.execute("select count(*) from runs").fetchone()[0] >= n_training_runs
 
 
-def test_kedro_viz_build_exports_the_pipelines_with_layers(project_copy, kedro_cli):
-    kedro_cli("viz", "build")
-    build = project_copy / "build"
+def test_kedro_viz_build_exports_the_pipelines_with_layers(tmp_path_factory):
+    # The build of the shared short run, which the browser tests open too.
+    build = viz_build(short_run_project(tmp_path_factory))
     main = (build / "api" / "main").read_text()
     assert "train_model_node" in main
     assert "model_input" in main

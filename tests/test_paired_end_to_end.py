@@ -10,11 +10,13 @@ import pytest
 import yaml
 
 from tests.conftest import SHARED_DATA
+from tests.short_run import paired_short_run, short_run_project
 
 pytestmark = pytest.mark.e2e
 
+# A few seconds of training: enough to beat the permuted control clearly.
 FAST = (
-    "paired.training.trainer.max_epochs=4,paired.training.trainer.num_threads=1,"
+    "paired.training.trainer.max_epochs=30,paired.training.trainer.num_threads=1,"
     "paired.training.hyperparameters.n_hidden=32"
 )
 LAYERS = {"raw", "intermediate", "primary", "feature", "model_input", "models"}
@@ -43,11 +45,14 @@ def test_paired_catalog_entries_have_layers_and_versioned_files():
             assert entry.get("versioned") is True, name
 
 
-def test_paired_runs_on_the_simulated_default_and_on_citeseq(project_copy, kedro_cli):
-    kedro_cli("run", "--pipelines", "paired", "--params", FAST)
-    summary = pd.read_csv(_latest(project_copy, "data/08_reporting/paired_imputation_summary.csv"))
+def test_paired_runs_on_the_simulated_default(tmp_path_factory):
+    # The shared short run's `kedro run --pipelines paired` (notebook 03 reads it too).
+    project = paired_short_run(short_run_project(tmp_path_factory))
+    summary = pd.read_csv(_latest(project, "data/08_reporting/paired_imputation_summary.csv"))
     assert set(summary["method"]) == {"joint_vae", "ridge", "knn", "mean", "permuted"}
 
+
+def test_paired_runs_on_citeseq(project_copy, kedro_cli):
     rna, adt = _citeseq_files()
     local = project_copy / "conf" / "local"
     catalog = {
@@ -67,8 +72,7 @@ def test_paired_runs_on_the_simulated_default_and_on_citeseq(project_copy, kedro
     (local / "parameters_paired.yml").write_text(
         yaml.safe_dump({"paired": {"processing": processing}})
     )
-    # A few seconds of training: enough to beat the permuted control clearly.
-    kedro_cli("run", "--pipelines", "paired", "--params", FAST.replace("epochs=4", "epochs=30"))
+    kedro_cli("run", "--pipelines", "paired", "--params", FAST)
 
     summary = pd.read_csv(_latest(project_copy, "data/08_reporting/paired_imputation_summary.csv"))
     rna_to_protein = summary[summary["direction"] == "rna_to_protein"].set_index("method")

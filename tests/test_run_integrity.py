@@ -1,15 +1,19 @@
-"""Through `kedro run`: a dry run writes nothing, and a run that fails part-way through a
-stage leaves no half set of outputs as the latest versions."""
+"""Through Kedro sessions, as `kedro run` makes them: a dry run writes nothing, and a run
+that fails part-way through a stage leaves no half set of outputs as the latest versions."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from kedro.io import DatasetError
 
-from tests.conftest import run_kedro, use_small_simulated_counts
+from omics_vae.training.fitting import TrainingDryRun
+from tests.conftest import use_small_simulated_counts
+from tests.kedro_session import run_in_process
 from tests.short_run import short_run_project
 
 pytestmark = pytest.mark.e2e
@@ -31,31 +35,32 @@ def trained_project(tmp_path_factory) -> Path:
     return short_run_project(tmp_path_factory)
 
 
-@pytest.mark.parametrize(
-    "pipelines", [(), ("--pipelines", "training")], ids=["kedro run", "training only"]
-)
+@pytest.mark.parametrize("pipelines", [(), ("training",)], ids=["kedro run", "training only"])
 def test_a_dry_run_prints_the_plan_and_leaves_data_and_the_store_unchanged(
-    trained_project, pipelines
+    trained_project, pipelines, capsys
 ):
     before = _tree_digest(trained_project / "data", trained_project / "mlflow.db")
 
-    result = run_kedro(trained_project, "run", *pipelines, "--params", "training.dry_run=true")
+    # In this process (the hooks are under test, not the command line): a dry run ends
+    # the run as `kedro run` would, with exit status 0.
+    with pytest.raises(TrainingDryRun) as ended:
+        run_in_process(trained_project, *pipelines, params={"training.dry_run": True})
 
-    assert "training.dry_run: the plan above is valid; nothing was trained." in result.stdout
-    assert "No training.phases: one phase with the plain settings." in result.stdout
+    assert ended.value.code in (None, 0)
+    printed = capsys.readouterr().out
+    assert "training.dry_run: the plan above is valid; nothing was trained." in printed
+    assert "No training.phases: one phase with the plain settings." in printed
     assert _tree_digest(trained_project / "data", trained_project / "mlflow.db") == before
 
 
-def test_a_failed_processing_run_leaves_the_previous_complete_set_as_latest(
-    project_copy, kedro_cli
-):
+def test_a_failed_processing_run_leaves_the_previous_complete_set_as_latest(project_copy, caplog):
     # QC thresholds for 300 genes: the default ones keep too few cells for a training batch.
     use_small_simulated_counts(
         project_copy,
         {"hvg": {"n_top_genes": 200}, "qc": {"min_genes_per_cell": 20, "min_counts_per_cell": 50}},
     )
     local = project_copy / "conf" / "local"
-    kedro_cli("run", "--pipelines", "data_processing")
+    run_in_process(project_copy, "data_processing")
     reports = project_copy / "data" / "08_reporting"
     first = sorted((reports / "qc_summary.csv").glob("*/qc_summary.csv"))
     assert len(first) == 1
@@ -69,10 +74,17 @@ def test_a_failed_processing_run_leaves_the_previous_complete_set_as_latest(
         + "model_input:\n  type: omics_vae.datasets.H5ADDataset\n"
         + "  filepath: data/05_model_input/blocked/model_input.h5ad\n  versioned: true\n"
     )
-    failed = kedro_cli("run", "--pipelines", "data_processing", check=False)
+    # The session's logging setup replaces the root logger's handlers: listen on the
+    # project's logger itself.
+    project_logger = logging.getLogger("omics_vae")
+    project_logger.addHandler(caplog.handler)
+    try:
+        with pytest.raises(DatasetError, match="model_input"):
+            run_in_process(project_copy, "data_processing")
+    finally:
+        project_logger.removeHandler(caplog.handler)
 
-    assert failed.returncode != 0
-    assert ".incomplete-run" in failed.stdout  # the log says what was set aside
+    assert ".incomplete-run" in caplog.text  # the log says what was set aside
     assert sorted((reports / "qc_summary.csv").glob("*/qc_summary.csv")) == first
     assert len(list((reports / "qc_metrics.png").glob("*/qc_metrics.png"))) == 1
     set_aside = list((reports / "qc_summary.csv").glob("*/qc_summary.csv.incomplete-run"))

@@ -1,26 +1,36 @@
-"""Sweeps through `kedro run`, in a temporary copy of the project, as a user runs them."""
+"""Sweeps through `kedro run`, in a temporary copy of the project, as a user runs them.
+
+Runs whose command line is not under test (re-runs, a reference run, a refused sweep) are
+Kedro sessions in this process (tests/kedro_session.py), sparing a new process's imports.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 
+from omics_vae.sweeps import SweepError
 from tests.conftest import (
     use_pbmc_3chem,
     use_quick_metrics,
     use_small_simulated_counts,
     write_yaml,
 )
+from tests.kedro_session import run_in_process
 
 pytestmark = pytest.mark.e2e
 
-FAST = (
-    "training.trainer.max_epochs=3,training.trainer.batch_size=256,training.trainer.num_threads=1"
-)
+FAST_PARAMS = {
+    "training.trainer.max_epochs": 3,
+    "training.trainer.batch_size": 256,
+    "training.trainer.num_threads": 1,
+}
+FAST = ",".join(f"{key}={value}" for key, value in FAST_PARAMS.items())
 
 
 def _sweep(project: Path, name: str, sweep: dict) -> None:
@@ -93,9 +103,10 @@ def test_a_sweep_on_pbmc_tracks_each_variant_compares_them_and_never_trains_twic
 
     # Re-running the training stage finds every variant done with the same data and
     # parameters: nothing is trained, tracked or saved again (the whole sweep re-run, with
-    # its comparison from memory, is in tests/test_toy_family.py).
+    # its comparison from memory, is in tests/test_toy_family.py). The re-runs are Kedro
+    # sessions in this process (the command is run in tests/short_run.py).
     summaries = _summaries(project_copy)
-    kedro_cli("run", "--pipelines", "sweep_size", "--tags", "training", "--params", FAST)
+    run_in_process(project_copy, "sweep_size", tags=["training"], params=FAST_PARAMS)
     runs = _runs(project_copy)
     assert len([run for run in runs if "mlflow.parentRunId" in run.data.tags]) == 4
     rerun = next(run for run in runs if run.info.run_id not in {r.info.run_id for r in parents})
@@ -105,7 +116,7 @@ def test_a_sweep_on_pbmc_tracks_each_variant_compares_them_and_never_trains_twic
 
     # A new seed trains only the new variants, in new child runs.
     _sweep(project_copy, "size", {"grid": grid, "seeds": [0, 1, 2]})
-    kedro_cli("run", "--pipelines", "sweep_size", "--tags", "training", "--params", FAST)
+    run_in_process(project_copy, "sweep_size", tags=["training"], params=FAST_PARAMS)
     new_children = [
         run
         for run in _runs(project_copy)
@@ -141,10 +152,14 @@ def test_parallel_runner_runs_the_variants_in_processes_with_the_sequential_resu
     assert sum("mlflow.parentRunId" in run.data.tags for run in runs) == 2
     assert all(run.info.status == "FINISHED" for run in runs)
 
-    sequential_params = f"{fast},training.trainer.num_threads=1,force_retrain=true"
-    kedro_cli(
-        "run", "--pipelines", "sweep_tiny", "--tags", "training", "--params", sequential_params
-    )
+    # The sequential reference: a Kedro session in this process.
+    sequential_params = {
+        "training.trainer.max_epochs": 3,
+        "training.trainer.batch_size": 64,
+        "training.trainer.num_threads": 1,
+        "force_retrain": True,
+    }
+    run_in_process(project_copy, "sweep_tiny", tags=["training"], params=sequential_params)
     sequential = _summaries(project_copy)
     assert (
         set(sequential)
@@ -187,12 +202,12 @@ def test_a_paired_sweep_runs_the_joint_vae_variants_and_compares_their_imputatio
     assert set(summaries) == {"joint__n_latent_4__seed_0", "joint__n_latent_8__seed_0"}
 
 
-def test_an_invalid_sweep_stops_the_run_before_anything_is_processed(project_copy, kedro_cli):
+def test_an_invalid_sweep_stops_the_run_before_anything_is_processed(project_copy):
     _sweep(project_copy, "bad", {"grid": {"training.hyperparameters.invae.n_latent_bi": [8]}})
 
-    result = kedro_cli("run", "--pipelines", "sweep_bad", check=False)
+    # A Kedro session in this process: the refusal, not the command line, is under test.
+    message = "'n_latent_bi' is not a key of 'training.hyperparameters.invae'"
+    with pytest.raises(SweepError, match=re.escape(message)):
+        run_in_process(project_copy, "sweep_bad")
 
-    assert result.returncode != 0
-    output = " ".join((result.stdout + result.stderr).split())  # the console wraps lines
-    assert "'n_latent_bi' is not a key of 'training.hyperparameters.invae'" in output
     assert not list((project_copy / "data" / "05_model_input").iterdir())
