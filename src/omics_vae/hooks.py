@@ -593,6 +593,8 @@ def _create_child_run(client, parent, variant: str, block: dict[str, Any], catal
             "sweep.group": sweep["group"],
             "sweep.seed": str(sweep["seed"]),
             **{f"sweep.override.{k}": str(v) for k, v in sweep["overrides"].items()},
+            # Which experiment (ExperimentDescriptionHooks tagged the parent).
+            **{k: v for k, v in parent.data.tags.items() if k.startswith("experiment.")},
             **process_tags(),
         },
     )

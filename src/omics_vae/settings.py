@@ -22,10 +22,10 @@ from omics_vae.sweeps import SweepConfigLoader  # noqa: E402
 
 # Pluggy calls the last registered first: SweepRunHooks remembers the config loader before
 # validation loads the pipelines, and ends a variant's run after MlflowLineageHooks has
-# logged the node's last file into it.
+# logged the node's last file into it; ExperimentDescriptionHooks tags the run that
+# ProjectMlflowHook has just started before a sweep's child runs copy its tags.
 HOOKS = (
     RunSummaryHooks(),
-    ExperimentDescriptionHooks(),
     ParameterValidationHooks(),
     DryRunHooks(),
     RunIntegrityHooks(),
@@ -33,6 +33,7 @@ HOOKS = (
     SweepRunHooks(),
     MlflowLineageHooks(),
     RegisteredModelHooks(),
+    ExperimentDescriptionHooks(),
     ProjectMlflowHook(),
 )
 # kedro-mlflow's hook is registered above, as ProjectMlflowHook, which logs the
