@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+from tests.printed_fixes import apply, printed_settings
+from tests.tiny_training import PROJECT_ROOT
 
 from omics_vae.data import paired
 from omics_vae.data.paired import FeatureScaler, PairedInputError, PairedTensors
@@ -63,8 +66,18 @@ def test_mostly_missing_features_are_dropped_and_all_dropped_is_an_error():
     kept, dropped = paired.drop_sparse_features(frame, 0.5, "rna")
     assert list(kept.columns) == ["ok"]
     assert dropped == ["bad"]
-    with pytest.raises(PairedInputError, match=r"rna: all 2 features.*max_missing_fraction"):
-        paired.drop_sparse_features(frame, 0.1, "rna")
+    setting = "paired.processing.platform_a.max_missing_fraction"
+    with pytest.raises(PairedInputError, match=r"rna: all 2 features") as refused:
+        paired.drop_sparse_features(frame, 0.1, "rna", setting=setting)
+
+    # The printed fix is a key that works, with a value that keeps a feature.
+    fix = printed_settings(str(refused.value))
+    assert fix == {setting: 0.25}
+    base = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_paired.yml").read_text())
+    blocks = apply(fix, base)
+    limit = blocks["paired"]["processing"]["platform_a"]["max_missing_fraction"]
+    kept, _ = paired.drop_sparse_features(frame, limit, "rna", setting=setting)
+    assert list(kept.columns) == ["ok"]
 
 
 @pytest.mark.parametrize("method", ["mean", "median", "knn"])

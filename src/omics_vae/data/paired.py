@@ -15,6 +15,7 @@ normalisation and log) and ``obs["split"]``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -74,7 +75,8 @@ def table_to_frame(table: pd.DataFrame, source: str, *, transpose: bool = False)
         raise PairedInputError(
             f"{source}: the sample ID column is not unique; repeated IDs: "
             f"{_preview(list(duplicated))}. Remove or rename the duplicates (or set "
-            "paired_processing.<platform>.transpose if the file holds features as rows)."
+            "paired.processing.platform_a.transpose: true, or platform_b's, if the file holds "
+            "features as rows)."
         )
     non_numeric = [
         column
@@ -155,9 +157,16 @@ def assign_split(n_samples: int, fractions: dict[str, float], seed: int) -> np.n
 
 
 def drop_sparse_features(
-    frame: pd.DataFrame, max_missing_fraction: float, platform: str
+    frame: pd.DataFrame,
+    max_missing_fraction: float,
+    platform: str,
+    setting: str = "paired.processing.platform_<a|b>.max_missing_fraction",
 ) -> tuple[pd.DataFrame, list[str]]:
     """Drop features missing in more than ``max_missing_fraction`` of the samples.
+
+    Args:
+        setting: The dotted key of ``max_missing_fraction`` for this platform, which the
+            error tells the user to raise.
 
     Raises:
         PairedInputError: Every feature would be dropped.
@@ -165,11 +174,14 @@ def drop_sparse_features(
     missing = frame.isna().mean(axis=0)
     dropped = list(missing.index[missing > max_missing_fraction])
     if len(dropped) == frame.shape[1]:
+        # The smallest value, in hundredths, that keeps the least-missing feature.
+        keeps_one = math.ceil(float(missing.min()) * 100) / 100
         raise PairedInputError(
             f"{platform}: all {frame.shape[1]} features are missing in more than "
             f"{max_missing_fraction:.0%} of the samples (least missing: "
-            f"{missing.min():.0%}). Raise paired_processing.{platform}.max_missing_fraction "
-            "or check that missing values are not an artefact of reading the file."
+            f"{missing.min():.0%}). Raise the limit in conf/local/parameters_paired.yml, "
+            f"e.g. {setting}: {keeps_one}, or check that missing values are not an "
+            "artefact of reading the file."
         )
     if dropped:
         logger.info(

@@ -84,7 +84,10 @@ def clean_platforms(
     for role, frame in zip(ROLES, (aligned_a, aligned_b), strict=True):
         platform = config.platform(role)
         kept, dropped = paired.drop_sparse_features(
-            frame, platform.max_missing_fraction, platform.name
+            frame,
+            platform.max_missing_fraction,
+            platform.name,
+            setting=f"paired.processing.platform_{role}.max_missing_fraction",
         )
         missing = frame[dropped].isna().mean(axis=0)
         dropped_rows += [
