@@ -280,7 +280,7 @@ def test_the_shipped_three_phase_recipe_trains_on_pbmc_and_tracks_each_phase(
         (recipe / name).write_text((local / name).read_text())
 
     plan = kedro_cli("training-plan", "--env", "three_phase").stdout
-    assert "decoder_finetune | 20 epochs" in plan
+    assert "2 | decoder_finetune | until 20 epochs" in plan
     assert not _versions(project_copy, "data/05_model_input/model_input.h5ad")  # config only
 
     kedro_cli(

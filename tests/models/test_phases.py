@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 
 from omics_vae.models import InVAE
 from omics_vae.models.phases import (
+    PLAN_WIDTH,
     OptimizerSpec,
     Phase,
     PhasePlanError,
@@ -291,9 +292,15 @@ def test_a_phase_with_no_parameters_to_train_is_refused(adata):
         check_plan(plan, model)
 
 
-def test_the_plan_prints_as_a_table():
-    table = format_plan(resumable_plan())
-    lines = table.splitlines()
-    assert lines[0].split(" | ")[:3] == ["#", "phase  ", "until   "]
-    assert "kl_weight=0.2→1" in lines[3]
-    assert "adam(lr=0.0001)" in lines[4]
+def test_the_plan_prints_one_block_per_phase_within_100_columns():
+    plan = resumable_plan()
+    lines = format_plan(plan).splitlines()
+    titles = [line for line in lines if not line.startswith(" ")]
+
+    assert [title.split(" | ")[:2] for title in titles] == [
+        [str(i), phase.name] for i, phase in enumerate(plan.phases)
+    ]
+    assert len(lines) == 4 * len(plan.phases)
+    assert max(map(len, lines)) <= PLAN_WIDTH
+    assert any("kl_weight=0.2→1" in line for line in lines[4:8])
+    assert any("adam(lr=0.0001)" in line for line in lines[8:])

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -537,36 +538,38 @@ def _need(value: int | None, name: str) -> int:
 # ---- printing ---------------------------------------------------------------------------
 
 
+PLAN_WIDTH = 100
+
+
 def format_plan(plan: TrainingPlan, model_defaults: Mapping[str, str] | None = None) -> str:
-    """The plan as a text table: phase, until, trainable parts, optimiser, schedule, loss.
+    """The plan as text no wider than ``PLAN_WIDTH``: per phase a title line (index, name,
+    when it ends), then what it trains, its optimiser and schedule, and its loss weights.
 
     Args:
         plan: The plan.
-        model_defaults: What the loss column says for weights the phase does not override.
+        model_defaults: What the loss line says for weights the phase does not override.
     """
     default_loss = (
         ", ".join(f"{k}: {v}" for k, v in (model_defaults or {}).items()) or "model's own"
     )
-    header = ("#", "phase", "until", "trainable", "optimizer", "schedule", "loss weights")
-    rows = [
-        (
-            str(index),
-            phase.name,
-            phase.until.describe(),
-            ",".join(phase.trainable),
-            phase.optimizer.describe(),
-            phase.scheduler.describe(),
-            ", ".join(f"{k}={r.describe()}" for k, r in phase.loss.items()) or default_loss,
-        )
-        for index, phase in enumerate(plan.phases)
-    ]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    lines = [
-        " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        for row in (header, *rows)
-    ]
-    lines.insert(1, "-+-".join("-" * width for width in widths))
-    return "\n".join(line.rstrip() for line in lines)
+    lines = []
+    for index, phase in enumerate(plan.phases):
+        fields = {
+            "trainable": ", ".join(phase.trainable),
+            "optimizer": f"{phase.optimizer.describe()}, schedule {phase.scheduler.describe()}",
+            "loss weights": ", ".join(f"{k}={r.describe()}" for k, r in phase.loss.items())
+            or default_loss,
+        }
+        lines.append(f"{index} | {phase.name} | until {phase.until.describe()}")
+        for label, value in fields.items():
+            lines += textwrap.wrap(
+                value,
+                PLAN_WIDTH,
+                initial_indent=f"    {label:<12}  ",
+                subsequent_indent=" " * 18,
+                break_long_words=False,
+            )
+    return "\n".join(lines)
 
 
 def describe_plan_change(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
