@@ -115,7 +115,14 @@ def benchmark_integration(
         benchmarker.benchmark()
     raw_results = benchmarker.get_results(min_max_scale=False)
     results = results_table(raw_results, info, cells.n_obs)
-    logger.info("scib-metrics (unscaled):\n%s", results.drop(columns="note").to_string(index=False))
+    # The aggregate scores only: every metric is in scib_results.csv and its figure.
+    headline = [
+        c for c in ("embedding", "Batch correction", "Bio conservation", "Total") if c in results
+    ]
+    logger.info(
+        "scib-metrics (unscaled; every metric in scib_results.csv):\n%s",
+        results[headline].to_string(index=False, float_format="{:.3f}".format),
+    )
     return results, plot_results(raw_results, info, cells.n_obs)
 
 
