@@ -8,6 +8,9 @@ is the whole story: what is wrong, in which file or key, and the fix. The comman
 (``omics_vae.cli``) prints such a message without a traceback; any other exception is a
 bug and keeps its traceback.
 
+``TrainingDryRun`` is the one deliberate exit: ``training.dry_run`` printed the plan and
+the run stops there, successfully.
+
 This module imports nothing, so every layer of the library may use it.
 """
 
@@ -20,3 +23,13 @@ class ProjectError(Exception):
     """
 
     exit_code: int = 1
+
+
+class TrainingDryRun(SystemExit):
+    """``training.dry_run``: the plan was validated and printed; nothing is trained.
+
+    A ``SystemExit`` with status 0, so ``kedro run`` stops there without an error.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(0)

@@ -13,6 +13,7 @@ its pipelines) plus its configuration.
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,17 +21,6 @@ from typing import Any
 from kedro.pipeline import Pipeline
 from pydantic import BaseModel
 
-from omics_vae.pipelines import (
-    data_processing,
-    embedding,
-    evaluation,
-    paired_embedding,
-    paired_evaluation,
-    paired_processing,
-    paired_training,
-    training,
-)
-from omics_vae.pipelines.sweep.nodes import paired_scores, single_cell_scores
 from omics_vae.run_summary import paired_headline, single_cell_headline
 from omics_vae.schemas.data_processing import DataProcessingParams
 from omics_vae.schemas.embedding import EmbeddingParams
@@ -40,6 +30,31 @@ from omics_vae.schemas.paired_training import PairedTrainingParams
 from omics_vae.schemas.training import FitParams, TrainingParams
 
 PipelineFactory = Callable[[], Pipeline]
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A function named by ``module:name``, imported when first called.
+
+    Families are read at start-up (the context validates parameters against them); their
+    pipelines and scorers import the model and analysis libraries, which only a run that
+    uses them should pay for. An instance pickles by its name (ParallelRunner workers).
+    """
+
+    target: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    @property
+    def __name__(self) -> str:  # what Kedro and kedro-viz name a node's function
+        return self.target.partition(":")[2]
+
+
+def _pipeline(stage: str) -> Deferred:
+    """``create_pipeline`` of ``omics_vae.pipelines.<stage>``, imported when called."""
+    return Deferred(f"omics_vae.pipelines.{stage}:create_pipeline")
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,9 @@ class Family:
     training_section: str
     training_schema: type[FitParams]
     parameters: Mapping[str, type[BaseModel]]
-    score_row: Callable[[Any], dict[str, float]] = single_cell_scores
+    score_row: Callable[[Any], dict[str, float]] = Deferred(
+        "omics_vae.evaluation.comparison:single_cell_scores"
+    )
     prefix: str = ""
     scores: str = "scib_results"
     training_summary: str = "training_summary"
@@ -112,11 +129,11 @@ SINGLE_CELL = register_family(
     Family(
         name="single_cell",
         pipeline="__default__",
-        processing=data_processing.create_pipeline,
+        processing=_pipeline("data_processing"),
         stages={
-            "training": training.create_pipeline,
-            "embedding": embedding.create_pipeline,
-            "evaluation": evaluation.create_pipeline,
+            "training": _pipeline("training"),
+            "embedding": _pipeline("embedding"),
+            "evaluation": _pipeline("evaluation"),
         },
         sections=("training", "embedding", "evaluation"),
         seed="training.seed",
@@ -136,11 +153,11 @@ PAIRED = register_family(
     Family(
         name="paired",
         pipeline="paired",
-        processing=paired_processing.create_pipeline,
+        processing=_pipeline("paired_processing"),
         stages={
-            "training": paired_training.create_pipeline,
-            "embedding": paired_embedding.create_pipeline,
-            "evaluation": paired_evaluation.create_pipeline,
+            "training": _pipeline("paired_training"),
+            "embedding": _pipeline("paired_embedding"),
+            "evaluation": _pipeline("paired_evaluation"),
         },
         sections=("paired",),
         seed="paired.training.seed",
@@ -150,7 +167,7 @@ PAIRED = register_family(
         parameters={"paired": PairedParams},
         prefix="paired_",
         scores="paired_imputation_summary",
-        score_row=paired_scores,
+        score_row=Deferred("omics_vae.evaluation.comparison:paired_scores"),
         training_summary="paired_training_summary",
         headline=paired_headline,
         fixed_prefix="paired.processing",

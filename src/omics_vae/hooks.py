@@ -10,7 +10,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import mlflow
-import torch
 from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, MemoryDataset, SharedMemoryDataset
@@ -19,7 +18,8 @@ from kedro_mlflow.framework.hooks.utils import _flatten_dict
 from mlflow.entities import RunStatus
 from pydantic import BaseModel
 
-from omics_vae.datasets import RegisteredModelDataset
+from omics_vae.datasets.registered_model_dataset import RegisteredModelDataset
+from omics_vae.errors import TrainingDryRun
 from omics_vae.families import FAMILIES, training_family
 from omics_vae.params import InvalidParametersError, validate_section
 from omics_vae.run_records import (
@@ -36,7 +36,6 @@ from omics_vae.run_summary import RunFacts, format_run_summary
 from omics_vae.schemas.experiment import ExperimentDescription
 from omics_vae.schemas.training import plan_table
 from omics_vae.sweeps import use_config_loader
-from omics_vae.training.fitting import TrainingDryRun
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +45,11 @@ VARIANT_STAGES_TAG = "sweep.variant_stages"
 
 class ParameterValidationHooks:
     """Validates every parameter block (``ProjectContext.params``) as soon as the context
-    exists, so a typo fails in the first second, before any pipeline is loaded."""
+    exists, so a typo fails in the first seconds: before any pipeline is loaded, and
+    before kedro-mlflow opens the tracking store (``tryfirst``; that takes longer than
+    everything else a refusal needs)."""
 
-    @hook_impl
+    @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
         context.params  # noqa: B018 - the property validates, once, and keeps the result
 
@@ -433,6 +434,8 @@ class SweepRunHooks:
             tracking = catalog.load(self.SWEEP_TRACKING)
             self._parent, self._children = tracking["parent"], tracking["children"]
             mlflow.set_tracking_uri(tracking["tracking_uri"])
+            import torch  # noqa: PLC0415  (a worker about to train; start-up stays torch-free)
+
             torch.set_num_threads(tracking["threads"])
         self._activate(node, self._run_for(node, in_worker))
 

@@ -34,7 +34,7 @@ import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
@@ -44,12 +44,12 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from omics_vae.errors import ProjectError
-from omics_vae.evaluation.imputation import predict_held_out
-from omics_vae.models import BaseVAE
-from omics_vae.models.checkpoints import load_model_file
 from omics_vae.params import validate_section
 from omics_vae.run_records import absolute_sqlite_uri
 from omics_vae.schemas.paired_evaluation import PairedEvaluationParams
+
+if TYPE_CHECKING:
+    from omics_vae.models.base import BaseVAE
 
 EXPERIMENT_NAME = "omics_vae"
 MODEL_ARTIFACT_DIR = "model"
@@ -276,6 +276,9 @@ def load_model_and_card(
                 f"'{run_or_uri}' has no {CHECKPOINT_FILE} under {source}; only runs that "
                 "trained a model (the training pipeline) have one."
             )
+        # Imported here: the rest of this module (and the hooks that use it) needs no torch.
+        from omics_vae.models.checkpoints import load_model_file  # noqa: PLC0415
+
         model = load_model_file(checkpoint, name=f"{source}/{CHECKPOINT_FILE}")
         card_path = local / MODEL_CARD_FILE
         card = yaml.safe_load(card_path.read_text()) if card_path.is_file() else {}
@@ -426,6 +429,8 @@ def paired_predictions(catalog, space: str = "original") -> dict[str, Any]:
     params = validate_section(
         "paired.evaluation", PairedEvaluationParams, {**block.model_dump(), "space": space}
     )
+    from omics_vae.evaluation.imputation import predict_held_out  # noqa: PLC0415
+
     return predict_held_out(
         catalog.load("paired_model_input"),
         catalog.load("paired_imputed"),

@@ -16,9 +16,9 @@ from omics_vae.models.components import (
     NBDecoder,
     linear,
     nb_log_mean,
-    norm_flags,
     onednn_usable,
 )
+from omics_vae.models.hyperparameters import norm_flags
 
 
 def linear_in_features(module: nn.Module) -> list[int]:

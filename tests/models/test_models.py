@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import Logger
 from omics_vae.data.tensors import CountsTensors, InMemoryBatchLoader
 from omics_vae.models import (
     MODEL_REGISTRY,
+    MODEL_SPECS,
     SCVIVAE,
     BaseVAE,
     InVAE,
@@ -326,6 +327,7 @@ def test_a_new_model_plugs_into_the_registry():
         assert get_model_class("tiny_test_model") is Tiny
     finally:
         del MODEL_REGISTRY["tiny_test_model"]
+        del MODEL_SPECS["tiny_test_model"]
 
 
 def test_counts_tensors_from_a_model_use_its_categories(adata):

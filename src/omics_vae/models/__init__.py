@@ -32,55 +32,54 @@ Typical use::
     data = model.make_tensors(adata, counts_layer="counts")
     result = fit(model, data.subset("train"), data.subset("val"), FitSettings(max_epochs=100))
     latent = result.model.get_latent(data)  # {"z_i": ..., "z_s": ..., "z": ...}
+
+The names below are imported on first use (PEP 562): ``import omics_vae.models.phases``
+or ``.hyperparameters`` reads no torch, so validating parameters stays fast.
 """
 
-from omics_vae.models.base import (
-    BaseVAE,
-    Hyperparameters,
-    LossOutput,
-    NetworkHyperparameters,
-    SingleCellVAE,
-    VAEModule,
-)
-from omics_vae.models.distributions import (
-    gaussian_kl,
-    log_rising_factorial_sum,
-    negative_binomial_log_likelihood,
-    softmax_nb_log_likelihood,
-)
-from omics_vae.models.invae import InVAE, InVAEHyperparameters, InVAEModule
-from omics_vae.models.joint_modules import JointVAEHyperparameters, JointVAEModule
-from omics_vae.models.joint_vae import JointVAE
-from omics_vae.models.registry import (
-    MODEL_REGISTRY,
-    UnknownModelError,
-    get_model_class,
-    register_model,
-)
-from omics_vae.models.scvi_vae import SCVIVAE, SCVIVAEHyperparameters, SCVIVAEModule
+from __future__ import annotations
 
-__all__ = [
-    "MODEL_REGISTRY",
-    "SCVIVAE",
-    "BaseVAE",
-    "Hyperparameters",
-    "InVAE",
-    "InVAEHyperparameters",
-    "InVAEModule",
-    "JointVAE",
-    "JointVAEHyperparameters",
-    "JointVAEModule",
-    "LossOutput",
-    "NetworkHyperparameters",
-    "SCVIVAEHyperparameters",
-    "SCVIVAEModule",
-    "SingleCellVAE",
-    "UnknownModelError",
-    "VAEModule",
-    "gaussian_kl",
-    "get_model_class",
-    "log_rising_factorial_sum",
-    "negative_binomial_log_likelihood",
-    "register_model",
-    "softmax_nb_log_likelihood",
-]
+import importlib
+from typing import Any
+
+# Where each public name is defined, imported when first asked for.
+_WHERE = {
+    "BaseVAE": "base",
+    "LossOutput": "base",
+    "SingleCellVAE": "base",
+    "VAEModule": "base",
+    "Hyperparameters": "hyperparameters",
+    "NetworkHyperparameters": "hyperparameters",
+    "InVAEHyperparameters": "hyperparameters",
+    "SCVIVAEHyperparameters": "hyperparameters",
+    "JointVAEHyperparameters": "hyperparameters",
+    "gaussian_kl": "distributions",
+    "log_rising_factorial_sum": "distributions",
+    "negative_binomial_log_likelihood": "distributions",
+    "softmax_nb_log_likelihood": "distributions",
+    "InVAE": "invae",
+    "InVAEModule": "invae",
+    "JointVAEModule": "joint_modules",
+    "JointVAE": "joint_vae",
+    "SCVIVAE": "scvi_vae",
+    "SCVIVAEModule": "scvi_vae",
+    "MODEL_REGISTRY": "registry",
+    "MODEL_SPECS": "registry",
+    "ModelSpec": "registry",
+    "model_spec": "registry",
+    "UnknownModelError": "registry",
+    "get_model_class": "registry",
+    "register_model": "registry",
+}
+
+__all__ = sorted(_WHERE)  # noqa: PLE0605  (the names above, imported lazily)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -25,10 +25,8 @@ Loss weights, the interface training phases (``models.phases``) rely on:
 
 from __future__ import annotations
 
-import inspect
-import re
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
 import lightning as L
@@ -43,17 +41,17 @@ from omics_vae.data.tensors import (
     CovariateEncoder,
 )
 from omics_vae.models.allocator import tune_cpu_allocator
-from omics_vae.models.components import HiddenLayers, NormPlacement, norm_flags
 from omics_vae.models.distributions import softmax_nb_log_likelihood
+from omics_vae.models.hyperparameters import (  # noqa: F401  (re-exported)
+    ADAM_EPS,
+    Hyperparameters,
+    NetworkHyperparameters,
+    OptimizerName,
+)
 
 Batch = dict[str, torch.Tensor]
-OptimizerName = Literal["adam", "adamw"]
 
 _FUSED_ADAM_DEVICES = ("cpu", "cuda")
-
-# Adam's epsilon in scvi-tools' training plan (torch's default is 1e-8), kept for equal
-# optimisation at equal settings.
-ADAM_EPS = 0.01
 
 
 @dataclass
@@ -213,110 +211,6 @@ class _EpochMeans:
         if self.sums is None or self.count == 0:
             return {}
         return dict(zip(self.names, self.sums / self.count, strict=True))
-
-
-@dataclass(frozen=True, kw_only=True)
-class Hyperparameters:
-    """The hyperparameters every model has: its KL weight, the warm-up the training plan
-    gives it, and the optimiser of a run without phases.
-
-    Each model declares its hyperparameters once, as a subclass whose fields and
-    defaults are the only place they are written (``BaseVAE.hyperparameter_class``): the
-    LightningModule takes them as keyword arguments, its torch module reads them from the
-    instance, and the parameter schema, the configuration reference and the model card
-    derive from the fields (descriptions from ``Attributes`` below).
-
-    Attributes:
-        beta_max: The KL weight (beta): what the KL warm-up reaches, and the model's own
-            value outside training.
-        kl_warmup_epochs: Epochs over which the training plan raises beta linearly from 0
-            to beta_max (models.phases.kl_warmup); 0: no warm-up.
-        learning_rate: Learning rate of the optimiser (set from training.optimizer).
-        weight_decay: Weight decay of the optimiser (set from training.optimizer).
-        optimizer: adam or adamw (set from training.optimizer).
-    """
-
-    beta_max: float = 1.0
-    kl_warmup_epochs: int = 10
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-6
-    optimizer: OptimizerName = "adam"
-
-    @classmethod
-    def names(cls) -> list[str]:
-        """The fields, the model's own first, then those it inherits (in declaration
-        order within each class)."""
-
-        def declared_by(name: str) -> int:
-            # The index in the MRO of the most basic class that declares the field.
-            return max(
-                depth
-                for depth, klass in enumerate(cls.__mro__)
-                if name in inspect.get_annotations(klass)
-            )
-
-        return sorted((f.name for f in fields(cls)), key=declared_by)
-
-    @classmethod
-    def descriptions(cls) -> dict[str, str]:
-        """Each field's description, from the ``Attributes`` sections of the docstrings."""
-        found: dict[str, str] = {}
-        for klass in reversed(cls.__mro__):
-            name = None
-            section = False
-            for line in inspect.cleandoc(klass.__dict__.get("__doc__") or "").splitlines():
-                if line.strip() == "Attributes:":
-                    section = True
-                elif section and line and not line.startswith(" "):
-                    section = False
-                elif section and (entry := _ATTRIBUTE.match(line)):
-                    name = entry["name"]
-                    found[name] = entry["text"]
-                elif section and name and line.strip():
-                    found[name] += " " + line.strip()
-        return found
-
-
-_ATTRIBUTE = re.compile(r"^ {4}(?P<name>\w+): (?P<text>.*)$")
-
-
-@dataclass(frozen=True, kw_only=True)
-class NetworkHyperparameters(Hyperparameters):
-    """The shape of a model's encoder and decoder networks, and what every model has.
-
-    Attributes:
-        n_hidden: Hidden width of the encoder and decoder.
-        n_layers: Hidden layers of the encoder and decoder.
-        dropout: Dropout rate in the encoder.
-        batch_norm: Batch norm: a bool (both networks) or both, encoder, decoder, none.
-        layer_norm: Layer norm, the same choices.
-        activation: Activation name (relu, leaky_relu, elu, gelu, silu, tanh).
-    """
-
-    n_hidden: int = 128
-    n_layers: int = 2
-    dropout: float = 0.1
-    batch_norm: bool | NormPlacement = True
-    layer_norm: bool | NormPlacement = False
-    activation: str = "relu"
-
-    def encoder_layers(self) -> HiddenLayers:
-        """The encoder's hidden layers: normalised where placed, with ``dropout``."""
-        return self._layers(0, self.dropout)
-
-    def decoder_layers(self, dropout: float = 0.0) -> HiddenLayers:
-        """The decoder's hidden layers: normalised where placed, with ``dropout``."""
-        return self._layers(1, dropout)
-
-    def _layers(self, network: int, dropout: float) -> HiddenLayers:
-        return HiddenLayers(
-            n_hidden=self.n_hidden,
-            n_layers=self.n_layers,
-            batch_norm=norm_flags(self.batch_norm)[network],
-            layer_norm=norm_flags(self.layer_norm)[network],
-            activation=self.activation,
-            dropout=dropout,
-        )
 
 
 class BaseVAE(L.LightningModule):

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
-
-NormPlacement = Literal["both", "encoder", "decoder", "none"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -123,18 +121,6 @@ def activation_module(name: str) -> nn.Module:
     if name not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
     return _ACTIVATIONS[name]()
-
-
-def norm_flags(placement: bool | NormPlacement) -> tuple[bool, bool]:
-    """``(in encoder, in decoder)`` from a bool or scvi-style placement string."""
-    if isinstance(placement, bool):
-        return placement, placement
-    if placement not in ("both", "encoder", "decoder", "none"):
-        raise ValueError(
-            f"norm placement must be a bool or 'both', 'encoder', 'decoder', 'none'; "
-            f"got {placement!r}"
-        )
-    return placement in ("both", "encoder"), placement in ("both", "decoder")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ decoder sees only ``z``, so batch effects must be explained by ``z_s``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -19,7 +18,6 @@ from torch import nn
 from omics_vae.models.base import (
     Batch,
     LossOutput,
-    NetworkHyperparameters,
     SingleCellVAE,
     VAEModule,
 )
@@ -31,31 +29,8 @@ from omics_vae.models.components import (
     NBDecoder,
 )
 from omics_vae.models.distributions import gaussian_kl, minibatch_total_correlation
+from omics_vae.models.hyperparameters import InVAEHyperparameters
 from omics_vae.models.registry import register_model
-
-
-@dataclass(frozen=True, kw_only=True)
-class InVAEHyperparameters(NetworkHyperparameters):
-    """inVAE's hyperparameters (``training.hyperparameters.invae``).
-
-    Attributes:
-        n_latent_bio: Dimensions of the invariant latent z_i, the batch-corrected
-            embedding.
-        n_latent_tech: Dimensions of the spurious latent z_s, the technical variation.
-        learn_prior_mean: Learn the conditional prior means too (else they are 0):
-            cell-type-specific prior means are what make z_i batch-invariant.
-        prior_n_hidden: Hidden width of the prior MLPs (null: n_hidden).
-        prior_n_layers: Linear maps of the prior MLPs (null: n_layers).
-        tc_weight: Weight of the total-correlation penalty between z_i and z_s (0
-            disables it).
-    """
-
-    n_latent_bio: int = 30
-    n_latent_tech: int = 5
-    learn_prior_mean: bool = True
-    prior_n_hidden: int | None = None
-    prior_n_layers: int | None = None
-    tc_weight: float = 0.0
 
 
 class InVAEModule(VAEModule):

@@ -19,19 +19,15 @@ importance-weighted bound over that many draws (Burda et al. 2016) instead of on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from omics_vae.models.base import Batch, LossOutput, NetworkHyperparameters, VAEModule
+from omics_vae.models.base import Batch, LossOutput, VAEModule
 from omics_vae.models.components import MLP, GaussianEncoder, HiddenLayers, linear
 from omics_vae.models.distributions import gaussian_kl
-
-Likelihood = Literal["gaussian", "mse"]
-PriorName = Literal["standard", "vamp"]
-AlignmentName = Literal["mean_distance", "mmd", "none"]
+from omics_vae.models.hyperparameters import JointVAEHyperparameters
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -83,58 +79,6 @@ class VampPrior(nn.Module):
         diff = z.unsqueeze(-2) - means  # (..., C, d)
         log_components = -0.5 * (diff.pow(2) / variances + variances.log() + _LOG_2PI).sum(-1)
         return torch.logsumexp(log_components, dim=-1) - math.log(means.shape[0])
-
-
-@dataclass(frozen=True, kw_only=True)
-class JointVAEHyperparameters(NetworkHyperparameters):
-    """The joint VAE's hyperparameters (``paired.training.hyperparameters``).
-
-    Attributes:
-        n_latent: Shared latent dimensions.
-        n_hidden: Hidden width of the encoders and decoders; narrow, because 350
-            training samples overfit 256 units (docs/benchmarks.md).
-        n_layers: Hidden layers of the encoders and decoders.
-        decoder_dropout: Dropout rate in the decoders.
-        likelihood: gaussian (a learned variance per feature) or mse (unit variance).
-        prior: standard (normal) or vamp (VampPrior).
-        n_pseudo_inputs: VampPrior pseudo-inputs per platform.
-        iwae_samples: Latent draws per sample; above 1, an importance-weighted bound.
-        alignment: mean_distance, mmd or none.
-        input_noise: Standard deviation of Gaussian noise added to the scaled inputs in
-            training; it regularises the encoders on few samples (docs/benchmarks.md).
-        self_weight_a: Weight of platform A's self-reconstruction.
-        self_weight_b: Weight of platform B's self-reconstruction.
-        cross_weight: Weight of the cross-reconstructions A -> B and B -> A.
-        joint_weight: Weight of the joint posterior's reconstruction and KL.
-        alignment_weight: Weight of the latent alignment.
-    """
-
-    n_latent: int = 20
-    n_hidden: int = 64
-    n_layers: int = 1
-    decoder_dropout: float = 0.0
-    likelihood: Likelihood = "gaussian"
-    prior: PriorName = "standard"
-    n_pseudo_inputs: int = 50
-    iwae_samples: int = 1
-    alignment: AlignmentName = "mean_distance"
-    input_noise: float = 0.5
-    self_weight_a: float = 1.0
-    self_weight_b: float = 1.0
-    cross_weight: float = 1.0
-    joint_weight: float = 1.0
-    alignment_weight: float = 1.0
-
-    def loss_weights(self) -> dict[str, float]:
-        """The loss weights besides beta (``kl_weight``), by the names the loss reads
-        and a training phase may override (``BaseVAE.set_loss_weight_overrides``)."""
-        return {
-            "self_reconstruction_a": self.self_weight_a,
-            "self_reconstruction_b": self.self_weight_b,
-            "cross_reconstruction": self.cross_weight,
-            "joint_reconstruction": self.joint_weight,
-            "alignment": self.alignment_weight,
-        }
 
 
 class JointVAEModule(VAEModule):

@@ -11,7 +11,6 @@ library-size encoder, which the NB / observed-library setting never evaluates in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -20,35 +19,13 @@ from torch import nn
 from omics_vae.models.base import (
     Batch,
     LossOutput,
-    NetworkHyperparameters,
     SingleCellVAE,
     VAEModule,
 )
-from omics_vae.models.components import GaussianEncoder, GeneDispersion, NBDecoder, NormPlacement
+from omics_vae.models.components import GaussianEncoder, GeneDispersion, NBDecoder
 from omics_vae.models.distributions import gaussian_kl
+from omics_vae.models.hyperparameters import SCVIVAEHyperparameters
 from omics_vae.models.registry import register_model
-
-
-@dataclass(frozen=True, kw_only=True)
-class SCVIVAEHyperparameters(NetworkHyperparameters):
-    """The scVI-style baseline's hyperparameters (``training.hyperparameters.scvi_vae``).
-
-    Attributes:
-        n_latent: Latent dimensions.
-        encode_covariates: Give the encoder the technical covariates too.
-        deeply_inject_covariates: Technical covariates into every hidden layer, not just
-            the first.
-        batch_norm: Batch norm, as scVI's use_batch_norm: both, encoder, decoder, none
-            (or a bool for both networks).
-        layer_norm: Layer norm, as scVI's use_layer_norm; the same choices.
-    """
-
-    n_latent: int = 30
-    encode_covariates: bool = False
-    deeply_inject_covariates: bool = True
-    # scvi-tools' spelling of the shared defaults (True, False).
-    batch_norm: bool | NormPlacement = "both"
-    layer_norm: bool | NormPlacement = "none"
 
 
 class SCVIVAEModule(VAEModule):

@@ -37,9 +37,9 @@ from omics_vae.models.checkpoints import (
     read_checkpoint,
 )
 from omics_vae.models.interruption import StopOnSignal, StopRequested
+from omics_vae.models.phase_controller import PhaseController
 from omics_vae.models.phases import (
     OptimizerSpec,
-    PhaseController,
     TrainingPlan,
     keeps_best_epoch,
     single_phase_plan,

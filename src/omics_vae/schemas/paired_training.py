@@ -34,8 +34,8 @@ class PairedTrainingParams(FitParams):
         """The block with the chosen paired model's hyperparameters completed from its
         declaration."""
         block = copy.deepcopy(dict(block))
-        model_class = cls._model_class(block.get("model", cls.model_fields["model"].default))
+        spec = cls._model_spec(block.get("model", cls.model_fields["model"].default))
         given = block.get("hyperparameters") or {}
-        if model_class is not None and isinstance(given, Mapping):
-            block["hyperparameters"] = {**default_hyperparameters(model_class), **given}
+        if spec is not None and isinstance(given, Mapping):
+            block["hyperparameters"] = {**default_hyperparameters(spec), **given}
         return block

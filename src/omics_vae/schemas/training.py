@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import typing
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
 
-from omics_vae.models import MODEL_REGISTRY, BaseVAE, get_model_class
+from omics_vae.models.hyperparameters import Hyperparameters
 from omics_vae.models.phases import (
     OptimizerSpec,
     Phase,
@@ -24,7 +25,11 @@ from omics_vae.models.phases import (
     single_phase_plan,
     with_kl_warmup,
 )
+from omics_vae.models.registry import MODEL_SPECS, ModelSpec, get_model_class, model_spec
 from omics_vae.params import StrictModel
+
+if TYPE_CHECKING:
+    from omics_vae.models.base import BaseVAE
 
 # Hyperparameters the training node takes from the optimizer block; the ones taken from
 # the data are each model class's ``data_hyperparameters``.
@@ -203,7 +208,7 @@ class FitParams(StrictModel):
     def resolved_hyperparameters(self) -> dict[str, Any]:
         """The chosen model's hyperparameters with every default filled in from its
         declaration (``BaseVAE.hyperparameter_class``), as JSON values."""
-        schema = hyperparameter_schema(get_model_class(self.model))
+        schema = hyperparameter_schema(model_spec(self.model))
         return schema.model_validate(self.model_hyperparameters).model_dump(mode="json")
 
     def effective_parameters(self) -> dict[str, Any]:
@@ -230,24 +235,24 @@ class FitParams(StrictModel):
         return copy.deepcopy(dict(block))
 
     @classmethod
-    def _model_class(cls, name: Any) -> type[BaseVAE] | None:
+    def _model_spec(cls, name: Any) -> ModelSpec | None:
         """The registered model of this block's data kind named ``name``, if any."""
-        model_class = MODEL_REGISTRY.get(name) if isinstance(name, str) else None
-        return model_class if model_class and model_class.data_kind == cls.data_kind else None
+        spec = MODEL_SPECS.get(name) if isinstance(name, str) else None
+        return spec if spec and spec.data_kind == cls.data_kind else None
 
     @model_validator(mode="after")
     def _known_model_and_hyperparameters(self) -> Self:
         try:
-            model_class = get_model_class(self.model)
+            spec = model_spec(self.model)
         except KeyError as error:
             raise ValueError(f"model: {error}") from None
-        if model_class.data_kind != self.data_kind:
+        if spec.data_kind != self.data_kind:
             raise ValueError(
-                f"model: '{self.model}' trains on {model_class.data_kind} data, not on "
+                f"model: '{self.model}' trains on {spec.data_kind} data, not on "
                 f"{self.data_kind} data"
             )
         try:
-            hyperparameter_schema(model_class).model_validate(self.model_hyperparameters)
+            hyperparameter_schema(spec).model_validate(self.model_hyperparameters)
         except ValidationError as error:
             problems = "; ".join(
                 f"{self.hyperparameters_key(self.model)}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
@@ -301,10 +306,10 @@ class TrainingParams(FitParams):
             return block  # left for validation to report
         completed = dict(given)
         for name in dict.fromkeys([block.get("model", cls.model_fields["model"].default), *given]):
-            model_class = cls._model_class(name)
+            spec = cls._model_spec(name)
             values = given.get(name) or {}
-            if model_class is not None and isinstance(values, Mapping):
-                completed[name] = {**default_hyperparameters(model_class), **values}
+            if spec is not None and isinstance(values, Mapping):
+                completed[name] = {**default_hyperparameters(spec), **values}
         block["hyperparameters"] = completed
         return block
 
@@ -428,11 +433,16 @@ def _ramp(value: float | RampParams) -> Ramp:
     return Ramp(float(value), float(value))
 
 
-def hyperparameter_schema(model_class: type[BaseVAE]) -> type[StrictModel]:
-    """A pydantic model of the hyperparameters users may set for ``model_class``: the
-    fields of its declaration (``hyperparameter_class``) with their types, defaults and
-    descriptions, but the optimiser's (set from ``optimizer``)."""
-    declaration = model_class.hyperparameter_class
+def hyperparameter_schema(model: ModelSpec | type[BaseVAE]) -> type[StrictModel]:
+    """A pydantic model of the hyperparameters users may set for ``model`` (its spec or
+    class): the fields of its declaration with their types, defaults and descriptions,
+    but the optimiser's (set from ``optimizer``)."""
+    declaration = _declaration(model)
+    return _schema_of(declaration)
+
+
+@functools.cache
+def _schema_of(declaration: type[Hyperparameters]) -> type[StrictModel]:
     hints = typing.get_type_hints(declaration)
     defaults = {field.name: field.default for field in dataclasses.fields(declaration)}
     descriptions = declaration.descriptions()
@@ -442,13 +452,17 @@ def hyperparameter_schema(model_class: type[BaseVAE]) -> type[StrictModel]:
         if name not in OPTIMIZER_HYPERPARAMETERS
     }
     return create_model(
-        f"{model_class.__name__}Hyperparameters",
+        declaration.__name__,
         __config__=ConfigDict(extra="forbid"),
         **fields,
     )
 
 
-def default_hyperparameters(model_class: type[BaseVAE]) -> dict[str, Any]:
-    """Every hyperparameter users may set for ``model_class`` at its declared default,
-    as JSON values."""
-    return hyperparameter_schema(model_class)().model_dump(mode="json")
+def _declaration(model: ModelSpec | type[BaseVAE]) -> type[Hyperparameters]:
+    return model.hyperparameters if isinstance(model, ModelSpec) else model.hyperparameter_class
+
+
+def default_hyperparameters(model: ModelSpec | type[BaseVAE]) -> dict[str, Any]:
+    """Every hyperparameter users may set for ``model`` (its spec or class) at its
+    declared default, as JSON values."""
+    return hyperparameter_schema(model)().model_dump(mode="json")

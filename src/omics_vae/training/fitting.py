@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from omics_vae.errors import ProjectError
+from omics_vae.errors import ProjectError, TrainingDryRun
 from omics_vae.models import BaseVAE
 from omics_vae.models.phases import PhasePlanError, TrainingPlan, check_plan, format_plan
 from omics_vae.models.trainer import FitSettings, fit
@@ -21,16 +21,6 @@ logger = logging.getLogger(__name__)
 
 class TrainingInputError(ProjectError, ValueError):
     """The processed data or the parameters cannot be trained on."""
-
-
-class TrainingDryRun(SystemExit):
-    """``training.dry_run``: the plan was validated and printed; nothing is trained.
-
-    A ``SystemExit`` with status 0, so ``kedro run`` stops there without an error.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(0)
 
 
 def fit_model(

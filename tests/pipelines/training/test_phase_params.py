@@ -169,7 +169,9 @@ def test_dry_run_prints_the_plan_and_stops_without_error(model_input, phased_par
     assert "decoder" in printed
     assert "kl_weight=0" in printed
     # The decoder phase sets no KL weight: it carries the run's KL warm-up.
-    assert "kl_weight=0→1 over run epochs 0-10" in printed.splitlines()[4]
+    lines = printed.splitlines()
+    decoder = next(i for i, line in enumerate(lines) if line.startswith("2 | decoder"))
+    assert "loss weights  kl_weight=0→1 over run epochs 0-10" in lines[decoder + 3]
     assert "nothing was trained" in printed
 
 
