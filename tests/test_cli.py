@@ -98,3 +98,22 @@ def test_the_run_command_is_kedros_with_its_options():
 
     assert [p.name for p in cli.run.params] == [p.name for p in kedro_run.params]
     assert cli.run.callback is not kedro_run.callback
+
+
+def test_starting_a_command_imports_no_model_or_analysis_library():
+    """What every `kedro` command imports before it can refuse a parameter: the settings
+    (hooks, context, families, schemas). Torch, Lightning, scanpy and scikit-learn take
+    seconds to import and come only with the pipelines that use them."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "lightning", "scanpy", "sklearn", "anndata")
+    script = (
+        "import sys, omics_vae.settings, omics_vae.context, omics_vae.schemas.paired; "
+        f"print(sorted(set({heavy!r}) & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+
+    assert result.stdout.strip().splitlines()[-1] == "[]"
