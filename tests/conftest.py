@@ -73,7 +73,11 @@ def project_copy(tmp_path: Path) -> Path:
 
 
 def run_kedro(
-    project: Path, *args: str, check: bool = True, timeout: int = 900
+    project: Path,
+    *args: str,
+    check: bool = True,
+    timeout: int = 900,
+    interpreter_options: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
     """`kedro <args>` in ``project`` as a user runs it from a terminal; with ``check``, a
     non-zero exit fails the test and shows the end of the output."""
@@ -81,7 +85,7 @@ def run_kedro(
     # The project's mlflow.yml says where runs go; an inherited address must not win.
     env.pop("MLFLOW_TRACKING_URI", None)
     result = subprocess.run(
-        [sys.executable, "-m", "kedro", *args],
+        [sys.executable, *interpreter_options, "-m", "kedro", *args],
         cwd=project,
         env=env,
         capture_output=True,

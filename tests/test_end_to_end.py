@@ -24,7 +24,7 @@ import scipy.sparse as sp
 import yaml
 
 from omics_vae.models.checkpoints import CheckpointError, read_checkpoint
-from tests.conftest import use_pbmc_3chem, use_quick_metrics
+from tests.conftest import run_kedro, use_pbmc_3chem, use_quick_metrics
 from tests.kedro_session import run_in_process
 from tests.short_run import short_run_project, viz_build
 
@@ -44,7 +44,18 @@ def _versions(project: Path, relative: str) -> list[Path]:
 
 def test_data_processing_on_the_embedded_default_writes_new_versions(project_copy):
     run_in_process(project_copy, "data_processing")
-    run_in_process(project_copy, "data_processing")
+    # As a user runs it: a data-only run imports no model library (Python lists every
+    # module it imports with -X importtime).
+    second = run_kedro(
+        project_copy,
+        "run",
+        "--pipelines",
+        "data_processing",
+        interpreter_options=("-X", "importtime"),
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in second.stderr.splitlines()}
+    assert "scanpy" in imported  # the listing is there
+    assert not {"torch", "lightning"} & imported
 
     model_inputs = _versions(project_copy, "data/05_model_input/model_input.h5ad")
     assert len(model_inputs) == 2

@@ -103,11 +103,21 @@ class Family:
     headline: Callable[[Any], str] = single_cell_headline
     fixed_prefix: str | None = None
 
-    def stage_pipelines(self) -> dict[str, Pipeline]:
-        """The processing and each stage, keyed by their registry names."""
+    def stage_names(self) -> dict[str, PipelineFactory]:
+        """The processing and each stage's factory, keyed by their registry names."""
+        processing = f"{self.prefix}processing" if self.prefix else "data_processing"
         return {
-            f"{self.prefix}processing" if self.prefix else "data_processing": self.processing(),
-            **{f"{self.prefix}{tag}": create() for tag, create in self.stages.items()},
+            processing: self.processing,
+            **{f"{self.prefix}{tag}": create for tag, create in self.stages.items()},
+        }
+
+    def stage_pipelines(self, only: set[str] | None = None) -> dict[str, Pipeline]:
+        """The processing and each stage (or those named in ``only``), keyed by their
+        registry names."""
+        return {
+            name: create()
+            for name, create in self.stage_names().items()
+            if only is None or name in only
         }
 
     def end_to_end(self) -> Pipeline:

@@ -5,14 +5,11 @@ loads it back into the right class, found by name in the model registry.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import lightning
-import torch
 from kedro.io.core import (
     get_filepath_str,
 )
-from lightning import LightningModule
 
 import omics_vae
 from omics_vae.datasets._fsspec import FsspecVersionedDataset
@@ -24,8 +21,11 @@ from omics_vae.models.checkpoints import (
 )
 from omics_vae.models.checkpoints import read_checkpoint as read_checkpoint_file
 
+if TYPE_CHECKING:
+    from lightning import LightningModule
 
-class LightningCheckpointDataset(FsspecVersionedDataset[LightningModule, LightningModule]):
+
+class LightningCheckpointDataset(FsspecVersionedDataset["LightningModule", "LightningModule"]):
     """``LightningCheckpointDataset`` saves and loads the project's Lightning models.
 
     The file is a Lightning-compatible checkpoint (``state_dict``, ``hyper_parameters``,
@@ -81,6 +81,8 @@ class LightningCheckpointDataset(FsspecVersionedDataset[LightningModule, Lightni
         save_path = get_filepath_str(self._get_save_path(), self._protocol)
 
         def write(path: Path) -> None:
+            import torch  # noqa: PLC0415  (see checkpoint_payload)
+
             torch.save(payload, path)
 
         self._write_atomically(write, save_path)
@@ -89,6 +91,10 @@ class LightningCheckpointDataset(FsspecVersionedDataset[LightningModule, Lightni
 
 def checkpoint_payload(model: LightningModule) -> dict[str, Any]:
     """What a checkpoint file holds: weights, plain hyperparameters and provenance."""
+    # Imported here, as torch in save: the catalog creates this dataset for every run,
+    # and a run that saves no model needs neither.
+    import lightning  # noqa: PLC0415
+
     name = getattr(model, "registry_name", None)
     if not name:
         raise DatasetInputError(

@@ -18,13 +18,13 @@ import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from omics_vae.errors import ProjectError
-from omics_vae.models.base import BaseVAE
 from omics_vae.models.registry import get_model_class
+
+if TYPE_CHECKING:
+    from omics_vae.models.base import BaseVAE
 
 IDENTITY_KEY = "omics_vae_identity"
 # Where the registry name sits in the checkpoint, beside Lightning's own keys.
@@ -63,6 +63,9 @@ def read_checkpoint(
         CheckpointError: The file holds pickled objects, is truncated or corrupt, or is
             not a dictionary.
     """
+    # Imported here: the datasets that read checkpoints are created with every catalog.
+    import torch  # noqa: PLC0415
+
     name = name or str(source)
     try:
         if isinstance(source, bytes):

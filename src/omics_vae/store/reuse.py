@@ -14,20 +14,22 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from omics_vae.models import BaseVAE
 from omics_vae.models.checkpoints import CheckpointError, load_model_file
+
+if TYPE_CHECKING:
+    from omics_vae.models.base import BaseVAE
 
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_TAG = "training_fingerprint"
 
-Trained = tuple[BaseVAE, pd.DataFrame, dict[str, Any]]
+Trained = tuple["BaseVAE", pd.DataFrame, dict[str, Any]]
 
 
 @dataclass(frozen=True)
