@@ -92,6 +92,9 @@ def test_a_bad_parameter_fails_in_the_first_second_naming_the_key(project_copy, 
     assert "data_processing.qc.min_genes" in output
     # The message alone; the traceback is in the file it names.
     assert "Traceback" not in output
+    # No third-party warnings a user cannot act on (omics_vae.third_party_warnings).
+    assert "register_new_resolver" not in output
+    assert "type hints to the `predict` method" not in output
     assert "Error: " in output
     (traceback_file,) = (project_copy / "logs" / "tracebacks").glob("*.txt")
     assert str(traceback_file.relative_to(project_copy)) in output
