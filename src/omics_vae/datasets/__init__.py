@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from omics_vae.lazy import lazy_exports
 
 # Each dataset's module, imported when the catalog (or a user) first asks for the class:
 # a run that loads no checkpoint imports no Lightning.
@@ -16,14 +15,4 @@ _WHERE = {
     "TrainedModelStoreDataset": "trained_model_store_dataset",
 }
 
-__all__ = sorted(_WHERE)  # noqa: PLE0605  (the names above, imported lazily)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -39,8 +39,7 @@ or ``.hyperparameters`` reads no torch, so validating parameters stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from omics_vae.lazy import lazy_exports
 
 # Where each public name is defined, imported when first asked for.
 _WHERE = {
@@ -72,14 +71,4 @@ _WHERE = {
     "register_model": "registry",
 }
 
-__all__ = sorted(_WHERE)  # noqa: PLE0605  (the names above, imported lazily)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE)
