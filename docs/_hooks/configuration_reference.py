@@ -18,7 +18,7 @@ from pydantic_core import PydanticUndefined
 
 from omics_vae.context import parameter_schemas
 from omics_vae.families import FAMILIES
-from omics_vae.models import MODEL_REGISTRY
+from omics_vae.models import MODEL_SPECS, get_model_class
 from omics_vae.schemas.training import hyperparameter_schema
 
 PAGE = "reference/configuration.md"
@@ -54,9 +54,10 @@ def _model_hyperparameters(key: str) -> list[str]:
         if family.training_section.split(".")[0] != key:
             continue
         schema = family.training_schema
-        for name, model_class in sorted(MODEL_REGISTRY.items()):
-            if model_class.data_kind != schema.data_kind:
+        for name, spec in sorted(MODEL_SPECS.items()):
+            if spec.data_kind != schema.data_kind:
                 continue
+            model_class = get_model_class(name)
             prefix = f"{family.training_section}.{schema.hyperparameters_key(name)}"
             declaration = model_class.hyperparameter_class
             sections.append(

@@ -14,7 +14,6 @@ listed here; a new model plugs in by decorating its LightningModule, which adds 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -59,51 +58,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 }
 
 
-class _ModelClasses(dict):
-    """The registered LightningModule classes by name; reading it imports the built-in
-    models first (their modules register them), so it lists every model."""
-
-    def _complete(self) -> None:
-        for spec in list(MODEL_SPECS.values()):
-            if not dict.__contains__(self, spec.name):
-                importlib.import_module(spec.module)
-
-    def __getitem__(self, name: str) -> type[BaseVAE]:
-        if not dict.__contains__(self, name) and name in MODEL_SPECS:
-            importlib.import_module(MODEL_SPECS[name].module)
-        return dict.__getitem__(self, name)
-
-    def get(self, name, default=None):
-        try:
-            return self[name]
-        except KeyError:
-            return default
-
-    def __iter__(self) -> Iterator[str]:
-        self._complete()
-        return dict.__iter__(self)
-
-    def __len__(self) -> int:
-        self._complete()
-        return dict.__len__(self)
-
-    def __contains__(self, name: object) -> bool:
-        return name in MODEL_SPECS or dict.__contains__(self, name)
-
-    def keys(self):
-        self._complete()
-        return dict.keys(self)
-
-    def values(self):
-        self._complete()
-        return dict.values(self)
-
-    def items(self):
-        self._complete()
-        return dict.items(self)
-
-
-MODEL_REGISTRY: dict[str, type[BaseVAE]] = _ModelClasses()
+# The classes registered so far; a built-in model's module registers it when imported.
+MODEL_REGISTRY: dict[str, type[BaseVAE]] = {}
 
 
 class UnknownModelError(ProjectError, KeyError):
@@ -134,7 +90,7 @@ def register_model(cls: ModelT) -> ModelT:
     declared = MODEL_SPECS.get(name)
     if declared is not None and cls.__module__ != declared.module:
         importlib.import_module(declared.module)  # the built-in class, to refuse the impostor
-    existing = dict.get(MODEL_REGISTRY, name)
+    existing = MODEL_REGISTRY.get(name)
     if existing is not None and existing is not cls:
         raise ValueError(
             f"model name {name!r} is already registered to {existing.__module__}."
@@ -144,7 +100,7 @@ def register_model(cls: ModelT) -> ModelT:
     if declared is not None and declared != spec:
         raise ValueError(f"{cls.__qualname__} disagrees with its spec in MODEL_SPECS: {declared}")
     MODEL_SPECS[name] = spec
-    dict.__setitem__(MODEL_REGISTRY, name, cls)
+    MODEL_REGISTRY[name] = cls
     return cls
 
 
@@ -171,5 +127,7 @@ def get_model_class(name: str) -> type[BaseVAE]:
     Raises:
         UnknownModelError: No such model; the message lists the valid names.
     """
-    model_spec(name)
+    spec = model_spec(name)
+    if name not in MODEL_REGISTRY:
+        importlib.import_module(spec.module)
     return MODEL_REGISTRY[name]
