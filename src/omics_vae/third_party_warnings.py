@@ -41,6 +41,12 @@ QUIETED = (
         ("mlflow",),
         "MLflow inspects kedro-mlflow's pipeline model class when it is imported.",
     ),
+    QuietedWarning(
+        FutureWarning,
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        ("lightning",),
+        "Lightning builds torch's deprecated LeafSpec on every training run.",
+    ),
 )
 
 
