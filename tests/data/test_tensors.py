@@ -99,8 +99,11 @@ def test_missing_key_and_missing_values_are_reported():
     obs = pd.DataFrame({"batch": ["a", None]})
     with pytest.raises(KeyError, match="no column 'donor'"):
         CovariateEncoder.fit(obs, ["donor"])
+    # A missing value is no category (an unknown label) but cannot be encoded strictly.
+    encoder = CovariateEncoder.fit(obs, ["batch"])
+    assert encoder.categories == {"batch": ["a"]}
     with pytest.raises(ValueError, match=r"obs\['batch'\] has 1 missing values"):
-        CovariateEncoder.fit(obs, ["batch"])
+        encoder.codes(obs)
 
 
 def test_empty_encoder_gives_zero_columns():

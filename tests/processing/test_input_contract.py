@@ -46,21 +46,23 @@ def process(raw: ad.AnnData, parameters: dict[str, Any], batch_size: int | None)
 
 
 class TestMissingCellTypes:
-    def test_cells_without_a_label_are_counted_and_refused(self, raw_counts, parameters):
+    def test_cells_without_a_label_are_kept_as_unlabelled_cells(
+        self, raw_counts, parameters, caplog
+    ):
         labels = raw_counts.obs["cell_type"].astype(object)
         labels.iloc[[3, 50, 70]] = np.nan
         raw_counts.obs["cell_type"] = labels
 
-        with pytest.raises(DataProcessingError) as refused:
-            validate_raw_data(raw_counts, as_params(parameters))
+        with caplog.at_level("INFO", logger="omics_vae.processing.validation"):
+            model_input = process(raw_counts, parameters, BATCH_SIZE)
 
-        message = str(refused.value)
-        assert "obs['cell_type'] (data_processing.cell_type_key) of raw_counts" in message
-        assert "no cell type (NaN) for 3 of 300 cells (e.g. ['cell3', 'cell50', 'cell70'])" in (
-            message
+        assert "no cell type for 3 of 300 cells (e.g. ['cell3', 'cell50', 'cell70'])" in (
+            caplog.text
         )
-        assert "Fill them" in message
-        assert f"data_processing.cell_type_key: null in {LOCAL_PARAMETERS_FILE}" in message
+        assert "kept as unlabelled cells" in caplog.text
+        unlabelled = model_input.obs["cell_type"].isna()
+        assert set(model_input.obs_names[unlabelled]) <= {"cell3", "cell50", "cell70"}
+        assert set(model_input.obs["split"]) == set(SPLITS)
 
     def test_an_empty_label_column_is_refused(self, raw_counts, parameters):
         raw_counts.obs["cell_type"] = pd.Categorical([np.nan] * raw_counts.n_obs)
@@ -69,7 +71,7 @@ class TestMissingCellTypes:
             validate_raw_data(raw_counts, as_params(parameters))
 
     def test_the_printed_fix_processes_the_data_without_labels(self, raw_counts, parameters):
-        raw_counts.obs.loc[raw_counts.obs_names[:10], "cell_type"] = np.nan
+        raw_counts.obs["cell_type"] = pd.Categorical([np.nan] * raw_counts.n_obs)
         with pytest.raises(DataProcessingError) as refused:
             validate_raw_data(raw_counts, as_params(parameters))
         settings = printed_settings(str(refused.value))

@@ -79,31 +79,36 @@ class CovariateEncoder:
     categories: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, obs: pd.DataFrame, keys: Sequence[str]) -> CovariateEncoder:
+    def fit(
+        cls, obs: pd.DataFrame, keys: Sequence[str], unlabelled: str | None = None
+    ) -> CovariateEncoder:
         """Learn the categories of ``keys`` from ``obs``.
 
         A categorical column keeps its declared category order (unused categories
         included, so a later split still finds them); any other column is converted to
-        strings and sorted.
+        strings and sorted. Missing values and the ``unlabelled`` value are not
+        categories: they stand for an unknown label (see ``one_hot``).
 
         Args:
             obs: Cell annotations, e.g. ``adata.obs``.
             keys: Columns to encode, in block order.
+            unlabelled: A value that means "label unknown" (e.g. ``"unknown"``).
 
         Returns:
             The fitted encoder.
 
         Raises:
             KeyError: A key is not a column of ``obs``.
-            ValueError: A column has missing values or no values at all.
+            ValueError: A column has no values at all.
         """
         categories = {}
         for key in keys:
-            column = _column(obs, key)
+            column = _column(obs, key, allow_missing=True)
             if isinstance(column.dtype, pd.CategoricalDtype):
                 labels = [str(c) for c in column.cat.categories]
             else:
-                labels = sorted(set(column.astype(str)))
+                labels = sorted(set(column.dropna().astype(str)))
+            labels = [label for label in labels if label != unlabelled]
             if not labels:
                 raise ValueError(f"obs column {key!r} has no values to encode")
             categories[key] = labels
@@ -133,29 +138,38 @@ class CovariateEncoder:
         """Total number of one-hot columns."""
         return sum(self.block_sizes)
 
-    def codes(self, obs: pd.DataFrame) -> np.ndarray:
+    def codes(
+        self, obs: pd.DataFrame, unknown: Literal["error", "missing"] = "error"
+    ) -> np.ndarray:
         """Integer category codes, one column per key.
 
         Args:
             obs: Cell annotations holding every key of the encoder.
+            unknown: ``"error"``: every value must be a fitted category. ``"missing"``: a
+                missing value, a value that is not a category (e.g. the unlabelled one)
+                and a key absent from ``obs`` give code -1, an unknown label.
 
         Returns:
             ``(n_cells, n_keys)`` int64 array.
 
         Raises:
-            KeyError: A key is missing from ``obs``.
+            KeyError: A key is missing from ``obs`` (``unknown="error"``).
             UnknownCategoryError: A value is not one of the fitted categories; the message
-                names the key and the value.
+                names the key and the value (``unknown="error"``).
         """
-        out = np.zeros((len(obs), len(self.categories)), dtype=np.int64)
+        lenient = unknown == "missing"
+        out = np.full((len(obs), len(self.categories)), -1, dtype=np.int64)
         for j, (key, labels) in enumerate(self.categories.items()):
-            values = _column(obs, key).astype(str).to_numpy()
-            index = pd.Index(labels)
-            codes = index.get_indexer(values)
-            if (codes < 0).any():
-                unknown = values[codes < 0][0]
+            if lenient and key not in obs.columns:
+                continue
+            column = _column(obs, key, allow_missing=lenient)
+            values = column.astype(str).to_numpy()
+            codes = pd.Index(labels).get_indexer(values)
+            codes[column.isna().to_numpy()] = -1
+            if not lenient and (codes < 0).any():
+                unknown_value = values[codes < 0][0]
                 raise UnknownCategoryError(
-                    f"obs[{key!r}] has value {unknown!r}, which is not one of the "
+                    f"obs[{key!r}] has value {unknown_value!r}, which is not one of the "
                     f"{len(labels)} categories this encoder was fitted on "
                     f"({_preview(labels)}). Encode the data with an encoder fitted on it, "
                     "or map the value to a known category."
@@ -163,31 +177,34 @@ class CovariateEncoder:
             out[:, j] = codes
         return out
 
-    def one_hot(self, obs: pd.DataFrame) -> np.ndarray:
+    def one_hot(
+        self, obs: pd.DataFrame, unknown: Literal["error", "missing"] = "error"
+    ) -> np.ndarray:
         """One-hot blocks of every key, concatenated.
 
         Args:
             obs: Cell annotations holding every key of the encoder.
+            unknown: As in ``codes``; an unknown label gives an all-zero block.
 
         Returns:
             ``(n_cells, n_columns)`` float32 array (0 columns for an empty encoder).
         """
-        codes = self.codes(obs)
+        codes = self.codes(obs, unknown)
         out = np.zeros((len(obs), self.n_columns), dtype=np.float32)
         offsets = np.cumsum([0, *self.block_sizes])[:-1]
-        rows = np.arange(len(obs))
         for j, offset in enumerate(offsets):
-            out[rows, offset + codes[:, j]] = 1.0
+            known = np.flatnonzero(codes[:, j] >= 0)
+            out[known, offset + codes[known, j]] = 1.0
         return out
 
 
-def _column(obs: pd.DataFrame, key: str) -> pd.Series:
+def _column(obs: pd.DataFrame, key: str, allow_missing: bool = False) -> pd.Series:
     if key not in obs.columns:
         raise KeyError(
             f"obs has no column {key!r}; available columns: {_preview(list(obs.columns))}"
         )
     column = obs[key]
-    if column.isna().any():
+    if not allow_missing and column.isna().any():
         raise ValueError(
             f"obs[{key!r}] has {int(column.isna().sum())} missing values; fill or drop "
             "those cells before encoding"
@@ -339,7 +356,8 @@ class CountsTensors:
             counts=_counts_tensor(matrix, choose_counts_format(matrix, counts_format)),
             log_library=torch.from_numpy(np.log(library, dtype=np.float64)[:, None]).float(),
             log_factorial=torch.from_numpy(_log_factorial_sums(matrix)),
-            bio=torch.from_numpy(bio_encoder.one_hot(adata.obs)),
+            # Labels are optional: an unknown one is an all-zero block (an unlabelled cell).
+            bio=torch.from_numpy(bio_encoder.one_hot(adata.obs, unknown="missing")),
             tech=torch.from_numpy(tech_encoder.one_hot(adata.obs)),
             batch_index=torch.from_numpy(np.ascontiguousarray(batch_index)),
             bio_encoder=bio_encoder,

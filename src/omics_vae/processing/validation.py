@@ -112,14 +112,23 @@ def _check_no_missing_values(adata: ad.AnnData, key: str, parameter: str) -> Non
             f"{counted}. Give them a batch or remove them from the raw data (the file "
             f"{RAW_DATA} names in {LOCAL_CATALOG_FILE})."
         )
-    raise DataProcessingError(
-        f"obs['{key}'] (data_processing.cell_type_key) of {RAW_DATA} has no cell type "
-        f"(NaN) for {counted}; the models' biological prior and the bio-conservation "
-        "metrics need a label for every cell. Fill them (e.g. 'unknown') or remove those "
-        f"cells in the raw data (the file {RAW_DATA} names in {LOCAL_CATALOG_FILE}), or set "
-        f"data_processing.cell_type_key: null in {LOCAL_PARAMETERS_FILE} to process the "
-        "data without labels (inVAE then trains without a biological prior, "
-        "training.covariates.bio is empty, and only batch metrics are computed)."
+    if n_missing == adata.n_obs:
+        raise DataProcessingError(
+            f"obs['{key}'] (data_processing.cell_type_key) of {RAW_DATA} has no cell type "
+            f"(NaN) for {counted}: the column holds no label at all. Set "
+            f"data_processing.cell_type_key: null in {LOCAL_PARAMETERS_FILE} to process the "
+            "data without labels (inVAE then trains without a biological prior and only "
+            "batch metrics are computed), or fill the labels you know in the raw data (the "
+            f"file {RAW_DATA} names in {LOCAL_CATALOG_FILE}); cells left without one train "
+            "as unlabelled cells."
+        )
+    logger.info(
+        "obs['%s'] (data_processing.cell_type_key) of %s has no cell type for %s: they are "
+        "kept as unlabelled cells (inVAE learns from them semi-supervised and predicts "
+        "their label) and left out of the bio-conservation metrics.",
+        key,
+        RAW_DATA,
+        counted,
     )
 
 
