@@ -9,7 +9,7 @@ import torch
 from omics_vae.data.paired import PairedTensors
 from omics_vae.datasets import LightningCheckpointDataset
 from omics_vae.models import JointVAE, get_model_class
-from omics_vae.models.joint_modules import gaussian_mmd
+from omics_vae.models.distributions import gaussian_mmd
 from omics_vae.models.trainer import FitSettings, fit
 
 PARTS = ("self_a", "self_b", "cross_ab", "cross_ba", "joint_reconstruction", "kl_joint")

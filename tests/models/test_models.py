@@ -39,7 +39,7 @@ PARAMS = {
 }
 LATENT_WIDTHS = {InVAE: {"z_i": 4, "z_s": 2, "z": 6}, SCVIVAE: {"z": 4}}
 PARTS = {
-    InVAE: {"encoder", "decoder", "dispersion", "prior_bio", "prior_tech"},
+    InVAE: {"encoder", "decoder", "dispersion", "prior_bio", "prior_tech", "classifier"},
     SCVIVAE: {"encoder", "decoder", "dispersion"},
 }
 MODELS = pytest.mark.parametrize("model_class", [InVAE, SCVIVAE], ids=["invae", "scvi"])
@@ -97,7 +97,11 @@ def test_every_step_has_the_documented_shapes(model_class, adata):
     for value in (output.loss, output.reconstruction, output.kl, *output.extra.values()):
         assert value.shape == ()
         assert torch.isfinite(value)
-    torch.testing.assert_close(output.loss, output.reconstruction + 0.5 * output.kl)
+    # inVAE adds its label classifier's weighted cross-entropy (classifier_weight 50).
+    classification = 50.0 * output.extra.get("classification", 0.0)
+    torch.testing.assert_close(
+        output.loss, output.reconstruction + 0.5 * output.kl + classification
+    )
     assert set(module.named_parts()) == PARTS[model_class]
     per_cell = module.reconstruction_log_likelihood(batch, generative)
     assert per_cell.shape == (32,)
@@ -247,7 +251,8 @@ def test_invae_total_correlation_penalty_enters_the_loss(adata, tensors):
     torch.manual_seed(1)
     output = model.module(batch, kl_weight=1.0)
     assert "tc" in output.extra
-    expected = output.reconstruction + output.kl + 2.0 * output.extra["tc"]
+    classification = 50.0 * output.extra["classification"]
+    expected = output.reconstruction + output.kl + classification + 2.0 * output.extra["tc"]
     torch.testing.assert_close(output.loss, expected)
     assert "tc" not in build(InVAE, adata).module(batch).extra
 

@@ -7,33 +7,65 @@ import numpy as np
 import pytest
 
 from omics_vae.training.fitting import TrainingInputError
-from omics_vae.training.single_cell import PARAMETERS_FILE, train_model
+from omics_vae.training.single_cell import train_model
 from tests.printed_fixes import apply, printed_settings
 
 
-def test_cells_without_a_cell_type_are_counted_and_the_printed_fix_trains(
-    model_input, training_params
-):
+def test_cells_without_a_cell_type_train_as_unlabelled_cells(model_input, training_params, caplog):
     labels = model_input.obs["cell_type"].astype(object)
     labels.iloc[[1, 5, 8, 13]] = np.nan
     model_input.obs["cell_type"] = labels.astype("category")
+
+    with caplog.at_level("INFO", logger="omics_vae.training.single_cell"):
+        model, history, summary = train_model(model_input, training_params)
+
+    assert "4 of 240 cells are unlabelled" in caplog.text
+    assert summary["bio_keys"] == ["cell_type"]
+    assert model.label_key == "cell_type"
+    assert np.isfinite(history["val/loss"]).all()
+
+
+def test_a_label_with_one_category_is_refused_and_the_printed_fix_trains(
+    model_input, training_params
+):
+    model_input.obs["cell_type"] = "T"
 
     with pytest.raises(TrainingInputError) as refused:
         train_model(model_input, training_params)
 
     message = str(refused.value)
-    assert "obs['cell_type'] of model_input, a covariate of invae" in message
-    assert "(training.covariates.bio), has no value for 4 of 240 cells" in message
-    assert f"set training.covariates.bio: [] in {PARAMETERS_FILE}" in message
+    assert "obs['cell_type'] of model_input" in message
+    assert "has 1 known category ['T']" in message
     settings = printed_settings(message)
     assert settings == {"training.covariates.bio": []}
-
     fixed = apply(settings, {"training": training_params})["training"]
     _, history, summary = train_model(model_input, fixed)
-
     assert summary["bio_keys"] == []
-    assert summary["tech_keys"] == ["batch"]
     assert np.isfinite(history["val/loss"]).all()
+
+
+def test_an_unlabelled_category_that_never_occurs_is_refused_with_a_fix(
+    model_input, training_params
+):
+    training_params.setdefault("covariates", {})["unlabelled_category"] = "Unknown"
+
+    with pytest.raises(TrainingInputError) as refused:
+        train_model(model_input, training_params)
+
+    message = str(refused.value)
+    assert "'Unknown', which never occurs in obs['cell_type']" in message
+    settings = printed_settings(message)
+    assert settings == {"training.covariates.unlabelled_category": None}
+    apply(settings, {"training": training_params})
+
+
+def test_an_unlabelled_category_without_a_label_is_refused(model_input, training_params):
+    training_params.setdefault("covariates", {}).update(bio=[], unlabelled_category="unknown")
+
+    with pytest.raises(TrainingInputError) as refused:
+        train_model(model_input, training_params)
+
+    assert printed_settings(str(refused.value)) == {"training.covariates.unlabelled_category": None}
 
 
 def test_a_batch_larger_than_the_training_cells_prints_one_that_trains(

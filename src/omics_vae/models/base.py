@@ -181,6 +181,10 @@ class VAEModule(nn.Module):
         return -cls.reconstruction_log_likelihood(batch, generative_outputs, "sum") / n_cells
 
 
+# The parameters of ``from_anndata`` that describe the data rather than the model.
+DATA_PARAMETERS = ("bio_keys", "tech_keys", "unlabelled_category")
+
+
 class _EpochMeans:
     """Running batch-size-weighted sums of a few scalars, read once per epoch.
 
@@ -318,8 +322,9 @@ class BaseVAE(L.LightningModule):
         """Build a model for ``adata`` from a flat parameter dict.
 
         ``params`` holds the constructor's hyperparameters plus ``bio_keys`` and
-        ``tech_keys`` (obs columns); ``n_genes`` and the category lists are taken from
-        ``adata``.
+        ``tech_keys`` (obs columns) and ``unlabelled_category`` (a biological value that
+        means "label unknown", not a category); ``n_genes`` and the category lists are
+        taken from ``adata``.
 
         Args:
             adata: The training data.
@@ -336,16 +341,17 @@ class BaseVAE(L.LightningModule):
         values = {**(params or {}), **overrides}
         bio_keys = list(values.pop("bio_keys", []) or [])
         tech_keys = list(values.pop("tech_keys", []) or [])
+        unlabelled = values.pop("unlabelled_category", None)
         valid = cls.hyperparameter_names()
         unknown = sorted(set(values) - set(valid))
         if unknown:
             raise TypeError(
                 f"{cls.__name__} has no hyperparameter(s) {unknown}; valid: "
-                f"{sorted({*valid, 'bio_keys', 'tech_keys'} - {'n_genes'})}"
+                f"{sorted({*valid, *DATA_PARAMETERS} - {'n_genes'})}"
             )
         return cls(
             n_genes=adata.n_vars,
-            bio_categories=CovariateEncoder.fit(adata.obs, bio_keys).to_dict(),
+            bio_categories=CovariateEncoder.fit(adata.obs, bio_keys, unlabelled).to_dict(),
             tech_categories=CovariateEncoder.fit(adata.obs, tech_keys).to_dict(),
             **values,
         )

@@ -110,7 +110,7 @@ def model_from_checkpoint(
         model_class = get_model_class(name)
     except KeyError as exc:
         raise CheckpointError(f"Cannot load checkpoint '{source}': {exc}") from exc
-    model = model_class(**hparams)
+    model = model_class(**model_class.hyperparameter_class.of_checkpoint(hparams))
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=strict)
     except RuntimeError as exc:

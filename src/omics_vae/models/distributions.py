@@ -297,3 +297,40 @@ def minibatch_total_correlation(
         torch.logsumexp(log_q[:, :, group].sum(dim=2), dim=1) - log_norm for group in groups
     )
     return (joint - marginals).mean()
+
+
+def gaussian_mmd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared MMD between two samples under a sum of RBF kernels of several widths.
+
+    Widths are multiples of the latent dimension, so the penalty does not vanish or
+    saturate as the latent grows.
+    """
+    d = x.shape[-1]
+    joint = torch.cat((x, y))
+    distances = torch.cdist(joint, joint).pow(2)
+    kernel = sum(torch.exp(-distances / (2 * s * d)) for s in (0.25, 1.0, 4.0))
+    n = x.shape[0]
+    k_xx, k_yy, k_xy = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
+    return k_xx.mean() + k_yy.mean() - 2 * k_xy.mean()
+
+
+def batch_mmd(z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
+    """Mean over the minibatch's batches of ``gaussian_mmd(z of the batch, z of the rest)``:
+    zero when the latent's distribution does not depend on the batch (trVAE's penalty).
+
+    Args:
+        z: ``(b, d)`` latents.
+        batch_index: ``(b,)`` batch codes.
+
+    Returns:
+        A scalar; 0 when the minibatch holds fewer than two batches of two cells.
+    """
+    penalties = []
+    for batch in torch.unique(batch_index):
+        inside = batch_index == batch
+        n_inside = int(inside.sum())
+        if 2 <= n_inside <= z.shape[0] - 2:
+            penalties.append(gaussian_mmd(z[inside], z[~inside]))
+    if not penalties:
+        return z.new_zeros(())
+    return torch.stack(penalties).mean()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     from omics_vae.models.components import HiddenLayers
@@ -64,6 +65,16 @@ class Hyperparameters:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-6
     optimizer: OptimizerName = "adam"
+
+    # What a checkpoint written before a field existed meant by leaving it out: the
+    # value that rebuilds the model it was, not today's default.
+    earlier_values: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def of_checkpoint(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """A checkpoint's saved values completed with ``earlier_values`` for the fields
+        it predates."""
+        return {**{k: v for k, v in cls.earlier_values.items() if k not in saved}, **saved}
 
     @classmethod
     def names(cls) -> list[str]:
@@ -159,7 +170,24 @@ class InVAEHyperparameters(NetworkHyperparameters):
         prior_n_layers: Linear maps of the prior MLPs (null: n_layers).
         tc_weight: Weight of the total-correlation penalty between z_i and z_s (0
             disables it).
+        decoder_covariates: Give the decoder the technical covariates too (scVI's
+            batch-conditioned decoder), so batch effects need not pass through z.
+        batch_mmd_weight: Weight of a maximum mean discrepancy penalty between the z_i of
+            each batch and the rest of the minibatch (trVAE); 0 disables it.
+        classifier_weight: Weight of the label classifier's cross-entropy on labelled
+            cells (scANVI's classification ratio); the classifier q(label | z_i) also
+            weighs the mixture prior of unlabelled cells and predicts every cell's label.
+        encode_labels: Give the encoder the biological label too, as the reference
+            inVAE does (no classifier then, and every cell needs a label to be
+            embedded); off, the encoder reads counts and batch only.
     """
+
+    earlier_values: ClassVar[Mapping[str, Any]] = {
+        "decoder_covariates": False,
+        "batch_mmd_weight": 0.0,
+        "classifier_weight": 0.0,
+        "encode_labels": True,
+    }
 
     n_latent_bio: int = 30
     n_latent_tech: int = 5
@@ -167,6 +195,10 @@ class InVAEHyperparameters(NetworkHyperparameters):
     prior_n_hidden: int | None = None
     prior_n_layers: int | None = None
     tc_weight: float = 0.0
+    decoder_covariates: bool = True
+    batch_mmd_weight: float = 0.0
+    classifier_weight: float = 50.0
+    encode_labels: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

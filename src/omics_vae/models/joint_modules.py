@@ -26,7 +26,7 @@ from torch import nn
 
 from omics_vae.models.base import Batch, LossOutput, VAEModule
 from omics_vae.models.components import MLP, GaussianEncoder, HiddenLayers, linear
-from omics_vae.models.distributions import gaussian_kl
+from omics_vae.models.distributions import gaussian_kl, gaussian_mmd
 from omics_vae.models.hyperparameters import JointVAEHyperparameters
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -291,18 +291,3 @@ class JointVAEModule(VAEModule):
             "decoder_b": self.decoder_b,
             "prior": self.prior,
         }
-
-
-def gaussian_mmd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Squared MMD between two samples under a sum of RBF kernels of several widths.
-
-    Widths are multiples of the latent dimension, so the penalty does not vanish or
-    saturate as the latent grows.
-    """
-    d = x.shape[-1]
-    joint = torch.cat((x, y))
-    distances = torch.cdist(joint, joint).pow(2)
-    kernel = sum(torch.exp(-distances / (2 * s * d)) for s in (0.25, 1.0, 4.0))
-    n = x.shape[0]
-    k_xx, k_yy, k_xy = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
-    return k_xx.mean() + k_yy.mean() - 2 * k_xy.mean()

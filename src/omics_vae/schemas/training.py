@@ -45,6 +45,13 @@ class CovariateParams(StrictModel):
     tech: list[str] | Literal["auto"] = Field(
         "auto", description="Technical covariates (z_s prior, decoder batch); auto = the batch key."
     )
+    unlabelled_category: str | None = Field(
+        None,
+        description=(
+            "A value of the first bio covariate meaning 'label unknown' (e.g. unknown): "
+            "those cells, like cells with no value, train as unlabelled cells."
+        ),
+    )
 
 
 class OptimizerParams(StrictModel):

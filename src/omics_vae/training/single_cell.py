@@ -55,6 +55,7 @@ def train_model(
             **config.model_hyperparameters,
             "bio_keys": bio_keys,
             "tech_keys": tech_keys,
+            "unlabelled_category": config.covariates.unlabelled_category,
             "learning_rate": config.optimizer.learning_rate,
             "weight_decay": config.optimizer.weight_decay,
             "optimizer": config.optimizer.name,
@@ -164,17 +165,70 @@ def check_training_input(model_input: AnnData, config: TrainingParams, keys: lis
 def _check_no_missing_covariates(
     model_input: AnnData, config: TrainingParams, keys: list[str]
 ) -> None:
-    """Covariates the model is given must name a category for every cell."""
+    """Covariates the model is given must name a category for every cell; only the first
+    biological key, the label, may be unknown for some cells (semi-supervised)."""
+    bio_keys = resolve_covariates(model_input, config)[0]
+    label_key = bio_keys[0] if bio_keys and bio_keys[0] in keys else None
     for key in keys:
+        if key == label_key:
+            check_labels(model_input, key, config.covariates.unlabelled_category)
+            continue
         missing = model_input.obs[key].isna().to_numpy()
         if not missing.any():
             continue
-        kind = "bio" if key in resolve_covariates(model_input, config)[0] else "tech"
+        kind = "bio" if key in bio_keys else "tech"
         examples = list(model_input.obs_names[missing][:3])
+        label_hint = (
+            " Only the first bio covariate, the label, may be missing for some cells."
+            if kind == "bio"
+            else ""
+        )
         raise TrainingInputError(
             f"obs['{key}'] of model_input, a covariate of {config.model} "
             f"(training.covariates.{kind}), has no value for {int(missing.sum()):,} of "
-            f"{model_input.n_obs:,} cells (e.g. {examples}). Fill or drop them in the raw "
-            f"data and run data_processing again, or set training.covariates.{kind}: [] in "
-            f"{PARAMETERS_FILE} to train without it."
+            f"{model_input.n_obs:,} cells (e.g. {examples}).{label_hint} Fill or drop them "
+            f"in the raw data and run data_processing again, or set "
+            f"training.covariates.{kind}: [] in {PARAMETERS_FILE} to train without it."
+        )
+    if label_key is None and config.covariates.unlabelled_category is not None:
+        raise TrainingInputError(
+            f"training.covariates.unlabelled_category is "
+            f"'{config.covariates.unlabelled_category}' but {config.model} is given no "
+            f"biological label (training.covariates.bio resolves to {bio_keys}). Set "
+            f"training.covariates.unlabelled_category: null in {PARAMETERS_FILE}, or name "
+            "the label column in training.covariates.bio."
+        )
+
+
+def check_labels(model_input: AnnData, key: str, unlabelled: str | None) -> None:
+    """The label column must have at least two known categories and some labelled
+    cells; a declared unlabelled category must occur in it."""
+    column = model_input.obs[key]
+    values = column.dropna().astype(str)
+    if unlabelled is not None and not (values == unlabelled).any():
+        raise TrainingInputError(
+            f"training.covariates.unlabelled_category is '{unlabelled}', which never occurs "
+            f"in obs['{key}'] of model_input (its values: {sorted(values.unique())[:10]}). "
+            f"Set it to the value that marks unlabelled cells in {PARAMETERS_FILE}, or "
+            "training.covariates.unlabelled_category: null if every cell without a label "
+            "has none (NaN)."
+        )
+    known = values[values != unlabelled] if unlabelled is not None else values
+    categories = sorted(known.unique())
+    if len(categories) < 2:
+        raise TrainingInputError(
+            f"obs['{key}'] of model_input, the label of {key!r} (training.covariates.bio), "
+            f"has {len(categories)} known categor{'y' if len(categories) == 1 else 'ies'} "
+            f"{categories} among {len(known):,} labelled cells: a label needs at least two. "
+            f"Set training.covariates.bio: [] in {PARAMETERS_FILE} to train without labels."
+        )
+    n_unlabelled = model_input.n_obs - len(known)
+    if n_unlabelled:
+        logger.info(
+            "obs['%s']: %d of %d cells are unlabelled; they train with a mixture prior over "
+            "the %d labels, weighted by the label classifier.",
+            key,
+            n_unlabelled,
+            model_input.n_obs,
+            len(categories),
         )
