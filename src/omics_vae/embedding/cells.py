@@ -14,7 +14,7 @@ from anndata import AnnData
 from omics_vae.data.fingerprint import environment_versions, fingerprint_anndata
 from omics_vae.errors import ProjectError
 from omics_vae.models import BaseVAE, get_model_class
-from omics_vae.processing.annotations import COUNTS_LAYER
+from omics_vae.processing.annotations import COUNTS_LAYER, predicted_label_columns
 from omics_vae.schemas.embedding import EmbeddingParams
 from omics_vae.schemas.training import TrainingParams, default_hyperparameters
 
@@ -56,12 +56,13 @@ def embed_cells(
         obs=model_input.obs.copy(),
         obsm=obsm,
     )
+    add_predicted_labels(embeddings, model, model_input, config.batch_size)
     if config.reconstruction_error:
         embeddings.obs["reconstruction_error"] = model.reconstruction_error(
             model_input, batch_size=config.batch_size, counts_layer=COUNTS_LAYER
         )
     embeddings.uns["embedding"] = _embedding_record(
-        model, model_input, corrected_key, technical_key
+        model, model_input, model_card, corrected_key, technical_key
     )
     wall_time = time.perf_counter() - started
     logger.info(
@@ -74,6 +75,23 @@ def embed_cells(
     )
     info = embedding_info(model, model_input, model_card, embeddings.uns["embedding"], wall_time)
     return embeddings, latent_table(embeddings, corrected_key), info
+
+
+def add_predicted_labels(
+    embeddings: AnnData, model: BaseVAE, model_input: AnnData, batch_size: int
+) -> None:
+    """``obs["predicted_<label>"]`` and its probability for every cell, from the model's
+    label classifier (models trained with labels; nothing otherwise)."""
+    label_key = getattr(model, "label_key", None)
+    if label_key is None:
+        return
+    labels, probabilities = model.predict_labels(
+        model_input, batch_size=batch_size, counts_layer=COUNTS_LAYER
+    )
+    label_column, probability_column = predicted_label_columns(label_key)
+    categories = model.encoders["bio"].categories[label_key]
+    embeddings.obs[label_column] = pd.Categorical(labels, categories=categories)
+    embeddings.obs[probability_column] = probabilities.max(axis=1).astype(np.float32)
 
 
 def latent_keys(model: BaseVAE) -> tuple[str, str | None]:
@@ -97,13 +115,13 @@ def check_model_matches_data(model: BaseVAE, model_input: AnnData) -> None:
         raise EmbeddingInputError(
             f"model_input has no layers['{COUNTS_LAYER}']; run the data_processing pipeline."
         )
-    for group in ("bio_categories", "tech_categories"):
-        for key in model.hparams.get(group) or {}:
-            if key not in model_input.obs:
-                raise EmbeddingInputError(
-                    f"The model needs obs['{key}'] ({group.split('_')[0]} covariate), "
-                    f"absent from model_input (obs columns: {sorted(model_input.obs.columns)})."
-                )
+    # Labels (biological covariates) are optional: the encoder never reads them.
+    for key in model.hparams.get("tech_categories") or {}:
+        if key not in model_input.obs:
+            raise EmbeddingInputError(
+                f"The model needs obs['{key}'] (technical covariate), absent from "
+                f"model_input (obs columns: {sorted(model_input.obs.columns)})."
+            )
 
 
 def latent_table(embeddings: AnnData, key: str) -> pd.DataFrame:
@@ -166,12 +184,18 @@ def changed_from_defaults(training: dict[str, Any]) -> dict[str, Any]:
 
 
 def _embedding_record(
-    model: BaseVAE, model_input: AnnData, latent_key: str, technical_key: str | None
+    model: BaseVAE,
+    model_input: AnnData,
+    model_card: dict[str, Any],
+    latent_key: str,
+    technical_key: str | None,
 ) -> dict[str, Any]:
     """``uns["embedding"]``: the model, its latent keys and the data's batch and labels."""
+    covariates = model_card.get("parameters", {}).get("covariates") or {}
     processing = model_input.uns.get("data_processing", {}).get("params", {})
     cell_type_key = processing.get("cell_type_key")
     bio_covariates = model.hparams.get("bio_categories") or {}
+    label_key = getattr(model, "label_key", None)
     return {
         "model": model.registry_name,
         "latent_key": latent_key,
@@ -179,6 +203,10 @@ def _embedding_record(
         "batch_key": processing.get("batch_key"),
         "cell_type_key": cell_type_key,
         "supervised": bool(cell_type_key and cell_type_key in bio_covariates),
+        # The label the model predicts (obs["predicted_<label_key>"]), if any.
+        "label_key": label_key or "",
+        # The value that marked cells as unlabelled in training (h5ad keeps no None).
+        "unlabelled_category": covariates.get("unlabelled_category") or "",
     }
 
 

@@ -44,8 +44,8 @@ def prepare_evaluation_cells(
         The evaluated cells (the splits in ``config``) with ``obs`` from the embeddings
         plus ``in_subsample`` and ``library_size`` (counts of the modelled genes, when
         ``model_input`` has ``layers["counts"]``); ``obsm`` with the model's latent(s),
-        the unintegrated PCA (``X_pca``) and, when harmonypy is installed and asked for,
-        Harmony (``X_harmony``); ``uns["evaluation"]`` describing them. ``X`` is empty.
+        the unintegrated PCA (``X_pca``) and, when asked for, Harmony
+        (``X_harmony``); ``uns["evaluation"]`` describing them. ``X`` is empty.
 
     Raises:
         EvaluationInputError: A key named in ``uns["embedding"]`` is missing, the cells
@@ -53,7 +53,9 @@ def prepare_evaluation_cells(
     """
     record = embedding_record(embeddings)
     positions = matching_positions(embeddings, model_input)
-    selected = selected_cells(embeddings.obs, config.splits)
+    selected = selected_cells(embeddings.obs, config.splits) & labelled_cells(
+        embeddings.obs, record
+    )
 
     obs = embeddings.obs.loc[selected].copy()
     if COUNTS_LAYER in model_input.layers:
@@ -106,6 +108,8 @@ def embedding_record(embeddings: AnnData) -> dict[str, Any]:
         "batch_key": str(record["batch_key"]),
         "cell_type_key": record.get("cell_type_key") or None,
         "supervised": bool(record.get("supervised", False)),
+        "label_key": record.get("label_key") or None,
+        "unlabelled_category": record.get("unlabelled_category") or None,
     }
     obs_hint = (
         " Re-run the embedding pipeline on data processed with that key, or fix "
@@ -163,6 +167,28 @@ def selected_cells(obs: pd.DataFrame, splits: list[str] | None) -> np.ndarray:
             f"{sorted(present)}). Fix evaluation.splits in {PARAMETERS_FILE}."
         )
     return obs["split"].astype(str).isin(splits).to_numpy()
+
+
+def labelled_cells(obs: pd.DataFrame, record: dict[str, Any]) -> np.ndarray:
+    """Mask of the cells whose cell type is known: the bio-conservation metrics compare
+    embeddings with it, so cells without one (a missing value, or the unlabelled category
+    of training) are left out of the evaluation, with a log line."""
+    key = record["cell_type_key"]
+    if key is None:
+        return np.ones(len(obs), dtype=bool)
+    unknown = obs[key].isna().to_numpy()
+    if record["unlabelled_category"] is not None:
+        unknown |= (obs[key].astype(str) == record["unlabelled_category"]).to_numpy()
+    if unknown.any():
+        logger.info(
+            "Leaving out %d of %d cells without a cell type in obs['%s'] (missing or '%s'): "
+            "the bio-conservation metrics need one.",
+            int(unknown.sum()),
+            len(obs),
+            key,
+            record["unlabelled_category"],
+        )
+    return ~unknown
 
 
 def finite_latent(embeddings: AnnData, key: str) -> np.ndarray:

@@ -13,6 +13,12 @@ RECORD_KEY = "data_processing"
 COUNTS_LAYER = "counts"
 
 
+def predicted_label_columns(label_key: str) -> tuple[str, str]:
+    """obs columns of the embeddings holding a model's predicted label and its
+    probability, for the label column ``label_key``."""
+    return f"predicted_{label_key}", f"predicted_{label_key}_probability"
+
+
 def with_own_annotations(adata: ad.AnnData) -> ad.AnnData:
     """A new AnnData sharing ``adata``'s matrices, with its own obs, var and uns."""
     return ad.AnnData(

@@ -1,6 +1,6 @@
 """Nodes of the evaluation pipeline: how well an embedding removes batch effects and
-keeps biology, where its latent dimensions put batch and cell type, and which cells
-look anomalous.
+keeps biology, how well the model predicts labels it was not given, where its latent
+dimensions put batch and cell type, and which cells look anomalous.
 
 Every node reads ``evaluation_cells``, built once by :func:`prepare_evaluation_cells`.
 The computation lives in the Kedro-free ``omics_vae.evaluation``; a node passes it
@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from omics_vae.evaluation import anomalies, figures, umaps
 from omics_vae.evaluation.figures import plot_latent_association, plot_umaps
 from omics_vae.evaluation.integration import benchmark_integration, scib_results_to_metrics
+from omics_vae.evaluation.labels import label_transfer, transfer_metrics
 from omics_vae.evaluation.preparation import prepare_evaluation_cells
 from omics_vae.evaluation.statistics import compute_latent_association
 from omics_vae.schemas.evaluation import EvaluationParams
@@ -25,12 +26,14 @@ __all__ = [
     "benchmark_integration",
     "compute_latent_association",
     "compute_umaps",
+    "label_transfer",
     "plot_anomalies",
     "plot_latent_association",
     "plot_umaps",
     "prepare_evaluation_cells",
     "scib_results_to_metrics",
     "score_anomalies",
+    "transfer_metrics",
 ]
 
 

@@ -1,5 +1,5 @@
-"""Evaluation pipeline: embeddings + processed cells → benchmark, UMAPs, latent
-statistics and anomalies."""
+"""Evaluation pipeline: embeddings + processed cells → benchmark, label transfer, UMAPs,
+latent statistics and anomalies."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -7,12 +7,14 @@ from omics_vae.pipelines.evaluation.nodes import (
     benchmark_integration,
     compute_latent_association,
     compute_umaps,
+    label_transfer,
     plot_anomalies,
     plot_latent_association,
     plot_umaps,
     prepare_evaluation_cells,
     scib_results_to_metrics,
     score_anomalies,
+    transfer_metrics,
 )
 
 
@@ -36,6 +38,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs="scib_results",
                 outputs="scib_metrics",
                 name="scib_results_to_metrics_node",
+            ),
+            Node(
+                label_transfer,
+                inputs="evaluation_cells",
+                outputs=["label_transfer", "label_transfer_figure"],
+                name="label_transfer_node",
+            ),
+            Node(
+                transfer_metrics,
+                inputs="label_transfer",
+                outputs="label_transfer_metrics",
+                name="label_transfer_metrics_node",
             ),
             Node(
                 compute_umaps,

@@ -1,0 +1,167 @@
+"""Label transfer: how well the model's label classifier predicts cell types it was not
+told, and a confusion figure of its mistakes.
+
+Two groups of evaluated cells are scored when present:
+
+- ``held-out labelled``: cells of the evaluated splits whose label the model could have
+  been told (a known category of its label key); with ``evaluation.splits: [test]``
+  these are cells the model never trained on.
+- ``hidden label``: cells whose label the model was NOT given (missing, or the declared
+  unlabelled category) but whose cell type is known under the processing's
+  ``cell_type_key`` (a different column, e.g. the truth kept aside in a benchmark).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.figure import Figure
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from omics_vae.evaluation.cells import RECORD_KEY
+from omics_vae.processing.annotations import predicted_label_columns
+
+# A prediction below this probability is reported as low confidence: a cell type the
+# model may not know (e.g. one absent from the training labels).
+LOW_CONFIDENCE = 0.5
+TRANSFER_COLUMNS = (
+    "cells",
+    "n_cells",
+    "accuracy",
+    "macro_f1",
+    "mean_probability",
+    "low_confidence_share",
+    "note",
+)
+
+
+def label_transfer(evaluation_cells: AnnData) -> tuple[pd.DataFrame, Figure]:
+    """Accuracy, macro-F1 and confidence of the predicted labels, and their confusion.
+
+    Args:
+        evaluation_cells: Output of ``preparation.prepare_evaluation_cells``.
+
+    Returns:
+        One row per scored group of cells (``TRANSFER_COLUMNS``; one explanatory row when
+        the model predicts no labels) and a row-normalised confusion matrix of every
+        scored cell.
+    """
+    info = evaluation_cells.uns[RECORD_KEY]
+    label_key = info.get("label_key") or None
+    if label_key is None or predicted_label_columns(label_key)[0] not in evaluation_cells.obs:
+        note = f"{info['model']} predicts no labels (trained without a biological label)"
+        return _note_only(note), _empty_figure(note)
+    groups = scored_groups(evaluation_cells.obs, info)
+    if not groups:
+        note = "no evaluated cell has a known label to compare with"
+        return _note_only(note), _empty_figure(note)
+    rows = [
+        _scores(name, truth, predicted, probability)
+        for name, (truth, predicted, probability) in groups.items()
+    ]
+    truth = np.concatenate([g[0] for g in groups.values()])
+    predicted = np.concatenate([g[1] for g in groups.values()])
+    return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS)), plot_confusion(
+        truth, predicted, label_key
+    )
+
+
+def scored_groups(
+    obs: pd.DataFrame, info: dict[str, Any]
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``{group: (truth, predicted, probability)}`` of the groups that have cells."""
+    label_key = info["label_key"]
+    label_column, probability_column = predicted_label_columns(label_key)
+    categories = set(obs[label_column].cat.categories.astype(str))
+    given = obs[label_key].astype(str).where(obs[label_key].notna(), None)
+    told = given.isin(categories).to_numpy()
+    predicted = obs[label_column].astype(str).to_numpy()
+    probability = obs[probability_column].to_numpy(dtype=np.float64)
+    groups = {}
+    if told.any():
+        groups["held-out labelled"] = (
+            given.to_numpy()[told].astype(str),
+            predicted[told],
+            probability[told],
+        )
+    truth_key = info.get("cell_type_key")
+    if truth_key and truth_key != label_key:
+        truth = obs[truth_key]
+        hidden = ~told & truth.notna().to_numpy()
+        if hidden.any():
+            groups["hidden label"] = (
+                truth.astype(str).to_numpy()[hidden],
+                predicted[hidden],
+                probability[hidden],
+            )
+    return groups
+
+
+def transfer_metrics(label_transfer_table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The table's scores as MLflow metrics: ``label_transfer/<group>/<score>``."""
+    metrics = {}
+    for _, row in label_transfer_table.dropna(subset=["accuracy"]).iterrows():
+        group = str(row["cells"]).replace(" ", "_")
+        for score in ("accuracy", "macro_f1", "low_confidence_share"):
+            metrics[f"label_transfer/{group}/{score}"] = {"value": float(row[score]), "step": 0}
+    return metrics
+
+
+def _scores(
+    name: str, truth: np.ndarray, predicted: np.ndarray, probability: np.ndarray
+) -> dict[str, Any]:
+    unknown_types = sorted(set(truth) - set(predicted))
+    note = f"cell types never predicted: {', '.join(unknown_types[:5])}" if unknown_types else ""
+    return {
+        "cells": name,
+        "n_cells": len(truth),
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+        "mean_probability": float(probability.mean()),
+        "low_confidence_share": float((probability < LOW_CONFIDENCE).mean()),
+        "note": note,
+    }
+
+
+def _note_only(note: str) -> pd.DataFrame:
+    row = dict.fromkeys(TRANSFER_COLUMNS, np.nan) | {"cells": "none", "n_cells": 0, "note": note}
+    return pd.DataFrame([row], columns=list(TRANSFER_COLUMNS))
+
+
+def plot_confusion(truth: np.ndarray, predicted: np.ndarray, label_key: str) -> Figure:
+    """Row-normalised confusion matrix: the share of each true type given each label."""
+    true_labels = sorted(set(truth))
+    predicted_labels = sorted(set(predicted) | set(true_labels))
+    counts = confusion_matrix(truth, predicted, labels=predicted_labels)
+    rows = [predicted_labels.index(label) for label in true_labels]
+    counts = counts[rows]
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure = Figure(
+        figsize=(2.5 + 0.45 * len(predicted_labels), 1.8 + 0.4 * len(true_labels)),
+        layout="constrained",
+    )
+    axis = figure.subplots()
+    image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for (row, column), value in np.ndenumerate(counts):
+        if value:
+            colour = "white" if shares[row, column] > 0.6 else "black"
+            axis.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=8)
+    axis.set_xticks(range(len(predicted_labels)), predicted_labels, rotation=45, ha="right")
+    axis.set_yticks(range(len(true_labels)), true_labels)
+    axis.set_xlabel(f"predicted {label_key}")
+    axis.set_ylabel("true cell type")
+    accuracy = accuracy_score(truth, predicted)
+    axis.set_title(f"Label transfer: {len(truth):,} cells, accuracy {accuracy:.3f}")
+    figure.colorbar(image, ax=axis, label="share of the true type")
+    return figure
+
+
+def _empty_figure(note: str) -> Figure:
+    figure = Figure(figsize=(5, 1.5), layout="constrained")
+    axis = figure.subplots()
+    axis.axis("off")
+    axis.text(0.5, 0.5, note, ha="center", va="center", wrap=True)
+    return figure
