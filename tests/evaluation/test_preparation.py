@@ -4,18 +4,18 @@ subsampled, baselines added."""
 from __future__ import annotations
 
 import importlib.machinery
-import logging
 import sys
 import types
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from omics_vae.evaluation.cells import EvaluationInputError
 from omics_vae.evaluation.preparation import prepare_evaluation_cells
 
-from .conftest import N_CELLS, validated
+from .conftest import N_CELLS, PROJECT_ROOT, validated
 
 
 class TestPrepareEvaluationCells:
@@ -29,16 +29,22 @@ class TestPrepareEvaluationCells:
         assert cells.uns["evaluation"]["embeddings"] == {"invae": "X_invae", "pca": "X_pca"}
         assert cells.obs["in_subsample"].all()
 
-    def test_harmony_is_skipped_with_a_log_line_without_harmonypy(
-        self, embeddings, model_input, parameters, monkeypatch, caplog
+    def test_harmony_is_benchmarked_beside_pca_by_default(
+        self, embeddings, model_input, parameters
     ):
-        monkeypatch.setitem(sys.modules, "harmonypy", None)  # find_spec: not installed
-        caplog.set_level(logging.INFO)
+        committed = yaml.safe_load(
+            (PROJECT_ROOT / "conf/base/parameters_evaluation.yml").read_text()
+        )
+        assert committed["evaluation"]["baselines"]["harmony"] is True
+        parameters["baselines"]["harmony"] = True
 
         cells = prepare_evaluation_cells(embeddings, model_input, validated(parameters))
 
-        assert "harmony" not in cells.uns["evaluation"]["embeddings"]
-        assert "Harmony baseline skipped: harmonypy is not installed" in caplog.text
+        assert cells.uns["evaluation"]["embeddings"]["harmony"] == "X_harmony"
+        harmony = cells.obsm["X_harmony"]
+        assert harmony.shape == cells.obsm["X_pca"].shape
+        assert np.isfinite(harmony).all()
+        assert not np.allclose(harmony, cells.obsm["X_pca"])
 
     @pytest.mark.parametrize("components_first", [True, False])
     def test_harmony_runs_when_installed_whatever_its_output_orientation(
@@ -59,6 +65,7 @@ class TestPrepareEvaluationCells:
         fake.__spec__ = importlib.machinery.ModuleSpec("harmonypy", None)
         fake.run_harmony = run_harmony
         monkeypatch.setitem(sys.modules, "harmonypy", fake)
+        parameters["baselines"]["harmony"] = True
 
         cells = prepare_evaluation_cells(embeddings, model_input, validated(parameters))
 

@@ -67,7 +67,7 @@ class BaselineParams(StrictModel):
 
     pca: bool = Field(True, description="Unintegrated PCA of the log-normalised expression.")
     harmony: bool = Field(
-        True, description="Harmony on that PCA; skipped with a log line without harmonypy."
+        True, description="Harmony (harmonypy) on that PCA, beside it in the benchmark."
     )
     n_comps: int = Field(30, gt=1, description="Principal components (capped by the data).")
 
