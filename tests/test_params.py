@@ -16,7 +16,9 @@ from tests.conftest import PROJECT_ROOT
 LISTED_BEFORE = {
     "training.hyperparameters.invae": {
         "n_latent_bio": 30,
-        "n_latent_tech": 5,
+        # Changed on purpose (issue 13): null is 5 with a biological label, as before,
+        # and 0 without one (test_models_and_labels_defaults).
+        "n_latent_tech": None,
         "n_hidden": 128,
         "n_layers": 2,
         "dropout": 0.1,
@@ -151,6 +153,14 @@ def _at(params: dict, dotted: str):
     for part in dotted.split("."):
         params = params[part]
     return params
+
+
+def test_models_and_labels_defaults():
+    from omics_vae.models.hyperparameters import InVAEHyperparameters
+
+    declared = InVAEHyperparameters()
+    assert (declared.latent_tech(labelled=True), declared.latent_tech(labelled=False)) == (5, 0)
+    assert InVAEHyperparameters(n_latent_tech=3).latent_tech(labelled=False) == 3
 
 
 def test_the_config_loader_writes_out_every_declared_default_as_documented_before():

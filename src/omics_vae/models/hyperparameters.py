@@ -163,7 +163,10 @@ class InVAEHyperparameters(NetworkHyperparameters):
     Attributes:
         n_latent_bio: Dimensions of the invariant latent z_i, the batch-corrected
             embedding.
-        n_latent_tech: Dimensions of the spurious latent z_s, the technical variation.
+        n_latent_tech: Dimensions of the spurious latent z_s, the technical variation;
+            null: 5 when the model is given a biological label, 0 without one (then
+            nothing tells z_s from z_i apart, and the batch-conditioned decoder carries
+            the technical variation instead).
         learn_prior_mean: Learn the conditional prior means too (else they are 0):
             cell-type-specific prior means are what make z_i batch-invariant.
         prior_n_hidden: Hidden width of the prior MLPs (null: n_hidden).
@@ -171,26 +174,36 @@ class InVAEHyperparameters(NetworkHyperparameters):
         tc_weight: Weight of the total-correlation penalty between z_i and z_s (0
             disables it).
         decoder_covariates: Give the decoder the technical covariates too (scVI's
-            batch-conditioned decoder), so batch effects need not pass through z.
+            batch-conditioned decoder), so batch effects need not pass through z: what
+            removes a strong technology effect (docs/benchmarks.md).
         batch_mmd_weight: Weight of a maximum mean discrepancy penalty between the z_i of
             each batch and the rest of the minibatch (trVAE); 0 disables it.
         classifier_weight: Weight of the label classifier's cross-entropy on labelled
             cells (scANVI's classification ratio); the classifier q(label | z_i) also
             weighs the mixture prior of unlabelled cells and predicts every cell's label.
+        encode_batch: Give the encoder the technical covariates (the reference inVAE's
+            encoder reads them; scVI's does not by default).
         encode_labels: Give the encoder the biological label too, as the reference
             inVAE does (no classifier then, and every cell needs a label to be
             embedded); off, the encoder reads counts and batch only.
     """
 
     earlier_values: ClassVar[Mapping[str, Any]] = {
+        "n_latent_tech": 5,
         "decoder_covariates": False,
         "batch_mmd_weight": 0.0,
         "classifier_weight": 0.0,
         "encode_labels": True,
     }
 
+    def latent_tech(self, labelled: bool) -> int:
+        """``n_latent_tech``, resolved for a model with (or without) a biological label."""
+        if self.n_latent_tech is not None:
+            return self.n_latent_tech
+        return 5 if labelled else 0
+
     n_latent_bio: int = 30
-    n_latent_tech: int = 5
+    n_latent_tech: int | None = None
     learn_prior_mean: bool = True
     prior_n_hidden: int | None = None
     prior_n_layers: int | None = None
@@ -198,6 +211,7 @@ class InVAEHyperparameters(NetworkHyperparameters):
     decoder_covariates: bool = True
     batch_mmd_weight: float = 0.0
     classifier_weight: float = 50.0
+    encode_batch: bool = True
     encode_labels: bool = False
 
 

@@ -4,8 +4,9 @@ Aliee et al., "Conditionally invariant representation learning for disentangling
 cellular heterogeneity" (reference implementation: theislab/inVAE). The latent
 ``z = [z_i, z_s]`` has a conditional prior: ``z_i ~ N(m(bio), v(bio))`` and
 ``z_s ~ N(m(tech), v(tech))``, with ``v`` (and optionally ``m``) small MLPs of the one-hot
-covariates. The negative binomial decoder sees ``z`` and, by default, the batch
-(``decoder_covariates``, as scVI's decoder), so batch effects need not pass through ``z``.
+covariates. The negative binomial decoder sees ``z`` and the batch (``decoder_covariates``,
+as scVI's decoder), so a strong technology effect need not pass through ``z``. Without a
+biological label ``z_s`` is left out by default, since nothing would tell it from ``z_i``.
 
 Labels are optional, cell by cell (semi-supervised, as scANVI): the encoder sees the
 counts and the technical covariates but never the biological label, so any cell can be
@@ -81,26 +82,28 @@ class InVAEModule(VAEModule):
     ) -> None:
         super().__init__()
         hp = hyperparameters
-        if hp.n_latent_bio < 1 or hp.n_latent_tech < 0:
-            raise ValueError(
-                f"need n_latent_bio >= 1 and n_latent_tech >= 0, got {hp.n_latent_bio}, "
-                f"{hp.n_latent_tech}"
-            )
+        labelled = n_bio > 0
         self.n_latent_bio = hp.n_latent_bio
-        self.n_latent_tech = hp.n_latent_tech
+        self.n_latent_tech = hp.latent_tech(labelled)
+        if self.n_latent_bio < 1 or self.n_latent_tech < 0:
+            raise ValueError(
+                f"need n_latent_bio >= 1 and n_latent_tech >= 0, got {self.n_latent_bio}, "
+                f"{self.n_latent_tech}"
+            )
         self.loss_weights["tc_weight"] = float(hp.tc_weight)
         self.loss_weights["batch_mmd_weight"] = float(hp.batch_mmd_weight)
         self.loss_weights["classifier_weight"] = float(hp.classifier_weight)
         # Training-set size for the total-correlation estimate; set by the training plan.
         self.dataset_size: int | None = None
         self.encode_labels = hp.encode_labels
+        self.encode_batch = hp.encode_batch
         self.n_labels = 0 if hp.encode_labels else n_labels
-        n_latent = hp.n_latent_bio + hp.n_latent_tech
+        n_latent = self.n_latent_bio + self.n_latent_tech
         self.encoder = GaussianEncoder(
             n_genes,
             n_latent,
             hp.encoder_layers(),
-            n_covariates=n_tech + (n_bio if hp.encode_labels else 0),
+            n_covariates=(n_tech if hp.encode_batch else 0) + (n_bio if hp.encode_labels else 0),
             inject_covariates=False,
         )
         self.decoder_covariates = hp.decoder_covariates and n_tech > 0
@@ -139,7 +142,7 @@ class InVAEModule(VAEModule):
             n_bio, hp.n_latent_bio, prior_layers, learn_mean=hp.learn_prior_mean
         )
         self.prior_tech = ConditionalGaussianPrior(
-            n_tech, hp.n_latent_tech, prior_layers, learn_mean=hp.learn_prior_mean
+            n_tech, self.n_latent_tech, prior_layers, learn_mean=hp.learn_prior_mean
         )
 
     @property
@@ -151,7 +154,7 @@ class InVAEModule(VAEModule):
         """Encode ``log1p(counts)`` with the technical covariates (and the label only with
         ``encode_labels``): ``qz_mean``, ``qz_var`` and ``z``
         (``GaussianEncoder.posterior``), ``n_latent_bio + n_latent_tech`` wide."""
-        covariates = batch["tech"]
+        covariates = batch["tech"] if self.encode_batch else batch["tech"][:, :0]
         if self.encode_labels:
             covariates = torch.cat((batch["bio"], covariates), dim=-1)
         return self.encoder.posterior(
@@ -317,7 +320,6 @@ class InVAE(SingleCellVAE):
 
     registry_name: ClassVar[str] = "invae"
     corrected_latent: ClassVar[str] = "z_i"
-    technical_latent: ClassVar[str | None] = "z_s"
     hyperparameter_class: ClassVar[type[InVAEHyperparameters]] = InVAEHyperparameters
     module: InVAEModule
 
@@ -332,6 +334,11 @@ class InVAE(SingleCellVAE):
             hyperparameters,
             n_labels=label_blocks[0] if label_blocks else 0,
         )
+
+    @property
+    def technical_latent(self) -> str | None:  # type: ignore[override]
+        """``z_s``, when the model has one (``n_latent_tech`` > 0)."""
+        return "z_s" if self.module.n_latent_tech > 0 else None
 
     @property
     def label_key(self) -> str | None:
