@@ -1,11 +1,12 @@
 """Label transfer: how well the model's label classifier predicts cell types it was not
 told, and a confusion figure of its mistakes.
 
-Two groups of evaluated cells are scored when present:
+Three groups of evaluated cells are scored when present:
 
-- ``held-out labelled``: cells of the evaluated splits whose label the model could have
-  been told (a known category of its label key); with ``evaluation.splits: [test]``
-  these are cells the model never trained on.
+- ``labelled, held out``: cells of the validation and test splits with a known label
+  (a category of the model's label key): cells the model never trained on.
+- ``labelled, trained on``: training cells with a known label, for comparison (the
+  classifier was fitted on them).
 - ``hidden label``: cells whose label the model was NOT given (missing, or the declared
   unlabelled category) but whose cell type is known under the processing's
   ``cell_type_key`` (a different column, e.g. the truth kept aside in a benchmark).
@@ -27,6 +28,7 @@ from omics_vae.processing.annotations import predicted_label_columns
 # A prediction below this probability is reported as low confidence: a cell type the
 # model may not know (e.g. one absent from the training labels).
 LOW_CONFIDENCE = 0.5
+HELD_OUT, TRAINED_ON, HIDDEN = "labelled, held out", "labelled, trained on", "hidden label"
 TRANSFER_COLUMNS = (
     "cells",
     "n_cells",
@@ -47,7 +49,7 @@ def label_transfer(evaluation_cells: AnnData) -> tuple[pd.DataFrame, Figure]:
     Returns:
         One row per scored group of cells (``TRANSFER_COLUMNS``; one explanatory row when
         the model predicts no labels) and a row-normalised confusion matrix of every
-        scored cell.
+        scored cell that was not a training cell (or of every cell, if all were).
     """
     info = evaluation_cells.uns[RECORD_KEY]
     label_key = info.get("label_key") or None
@@ -62,8 +64,10 @@ def label_transfer(evaluation_cells: AnnData) -> tuple[pd.DataFrame, Figure]:
         _scores(name, truth, predicted, probability)
         for name, (truth, predicted, probability) in groups.items()
     ]
-    truth = np.concatenate([g[0] for g in groups.values()])
-    predicted = np.concatenate([g[1] for g in groups.values()])
+    # The confusion shows cells the classifier was not fitted on, where there are any.
+    shown = [g for name, g in groups.items() if name != TRAINED_ON] or list(groups.values())
+    truth = np.concatenate([g[0] for g in shown])
+    predicted = np.concatenate([g[1] for g in shown])
     return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS)), plot_confusion(
         truth, predicted, label_key
     )
@@ -81,18 +85,27 @@ def scored_groups(
     predicted = obs[label_column].astype(str).to_numpy()
     probability = obs[probability_column].to_numpy(dtype=np.float64)
     groups = {}
-    if told.any():
-        groups["held-out labelled"] = (
-            given.to_numpy()[told].astype(str),
-            predicted[told],
-            probability[told],
-        )
+    held_out = (
+        obs["split"].astype(str).to_numpy() != "train"
+        if "split" in obs
+        else np.ones(len(obs), dtype=bool)
+    )
+    for name, cells in (
+        ("labelled, held out", told & held_out),
+        ("labelled, trained on", told & ~held_out),
+    ):
+        if cells.any():
+            groups[name] = (
+                given.to_numpy()[cells].astype(str),
+                predicted[cells],
+                probability[cells],
+            )
     truth_key = info.get("cell_type_key")
     if truth_key and truth_key != label_key:
         truth = obs[truth_key]
         hidden = ~told & truth.notna().to_numpy()
         if hidden.any():
-            groups["hidden label"] = (
+            groups[HIDDEN] = (
                 truth.astype(str).to_numpy()[hidden],
                 predicted[hidden],
                 probability[hidden],
@@ -104,7 +117,7 @@ def transfer_metrics(label_transfer_table: pd.DataFrame) -> dict[str, dict[str, 
     """The table's scores as MLflow metrics: ``label_transfer/<group>/<score>``."""
     metrics = {}
     for _, row in label_transfer_table.dropna(subset=["accuracy"]).iterrows():
-        group = str(row["cells"]).replace(" ", "_")
+        group = "_".join(str(row["cells"]).replace(",", " ").split())
         for score in ("accuracy", "macro_f1", "low_confidence_share"):
             metrics[f"label_transfer/{group}/{score}"] = {"value": float(row[score]), "step": 0}
     return metrics
