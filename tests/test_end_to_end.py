@@ -129,6 +129,10 @@ def test_pbmc_processing_and_training_end_to_end(project_copy, kedro_cli, pbmc_3
     embeddings = ad.read_h5ad(_versions(project_copy, "data/07_model_output/embeddings.h5ad")[0])
     assert embeddings.obsm["X_invae"].shape == (adata.n_obs, 30)
     assert embeddings.obsm["X_invae_technical"].shape == (adata.n_obs, 5)
+    # The label classifier predicts every cell's type from its counts alone.
+    predicted = embeddings.obs["predicted_cell_type"]
+    assert set(predicted.cat.categories) == set(adata.obs["cell_type"].cat.categories)
+    assert embeddings.obs["predicted_cell_type_probability"].between(0, 1).all()
     _check_evaluation_reports(project_copy)
     # Re-evaluating reads the saved embeddings; nothing is retrained or re-embedded.
     kedro_cli("run", "--pipelines", "evaluation")
@@ -171,7 +175,11 @@ def _check_evaluation_reports(project: Path) -> None:
     assert association["eta_squared"].between(0, 1).all()
     anomalies = pd.read_csv(_versions(project, "data/08_reporting/anomaly_scores.csv")[0])
     assert anomalies["flagged"].sum() >= 1
-    for figure in ("scib_results", "umap", "latent_association", "anomalies"):
+    transfer = pd.read_csv(_versions(project, "data/08_reporting/label_transfer.csv")[0])
+    held_out = transfer.set_index("cells").loc["labelled, held out"]
+    assert held_out["n_cells"] > 0
+    assert 0 <= held_out["accuracy"] <= 1
+    for figure in ("scib_results", "umap", "latent_association", "anomalies", "label_transfer"):
         png = _versions(project, f"data/08_reporting/{figure}.png")[0]
         assert png.read_bytes()[:4] == b"\x89PNG"
 
@@ -193,6 +201,7 @@ def _check_mlflow_store(store: Path, n_training_runs: int) -> None:
     assert "figures/loss_curves.png" in figures
     first_run = runs[-1]
     assert 0 < first_run.data.metrics["scib/total"] <= 1
+    assert 0 <= first_run.data.metrics["label_transfer/labelled_held_out/accuracy"] <= 1
     assert "figures/umap.png" in {
         a.path for a in client.list_artifacts(first_run.info.run_id, "figures")
     }

@@ -20,6 +20,9 @@ from tests.conftest import validated_block
 SUCCESS = "Pipeline execution completed successfully"
 INPUTS = {"embeddings", "model_input", "params:evaluation"}
 OUTPUTS = {
+    "label_transfer",
+    "label_transfer_figure",
+    "label_transfer_metrics",
     "scib_results",
     "scib_figure",
     "scib_metrics",
@@ -65,6 +68,8 @@ def test_pipeline_interface():
         "prepare_evaluation_cells_node",
         "benchmark_integration_node",
         "scib_results_to_metrics_node",
+        "label_transfer_node",
+        "label_transfer_metrics_node",
         "compute_umaps_node",
         "plot_umaps_node",
         "compute_latent_association_node",

@@ -93,7 +93,7 @@ def test_variant_blocks_apply_overrides_to_the_project_parameters(params):
     # The YAML leaves every hyperparameter to the model's declaration; the variant has
     # them all written out (what its child run logs), the override winning.
     assert params["training"]["hyperparameters"]["invae"] == {}
-    assert block["training"]["hyperparameters"]["invae"]["n_latent_tech"] == 5
+    assert block["training"]["hyperparameters"]["invae"]["n_latent_tech"] is None
     assert block["training"]["hyperparameters"]["scvi_vae"]["n_latent"] == 30
 
 

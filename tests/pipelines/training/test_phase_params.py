@@ -49,7 +49,14 @@ def test_phases_inherit_defaults_and_the_plain_optimiser(phased_params):
     plan = build_plan(config, probe_model(config))
 
     warmup, full, decoder = plan.phases
-    assert warmup.trainable == ("encoder", "decoder", "dispersion", "prior_bio", "prior_tech")
+    assert warmup.trainable == (
+        "encoder",
+        "decoder",
+        "dispersion",
+        "prior_bio",
+        "prior_tech",
+        "classifier",
+    )
     assert warmup.optimizer.name == "adam"
     assert warmup.optimizer.args == {"lr": 2.0e-3, "weight_decay": 1.0e-6}
     assert warmup.loss["kl_weight"].end == 0.0  # `beta` is the KL weight
