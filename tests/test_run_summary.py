@@ -8,6 +8,7 @@ from omics_vae.run_summary import (
     WIDTH,
     RunFacts,
     format_run_summary,
+    label_transfer_headline,
     paired_headline,
     single_cell_headline,
     training_line,
@@ -50,6 +51,22 @@ def test_headlines_put_the_model_first_then_its_baselines():
         "scib total (higher is better): invae 0.700 | pca 0.520 | harmony 0.610"
     )
     assert paired_headline(imputation) == "rna_to_protein Pearson r: joint_vae 0.600 | ridge 0.550"
+
+
+def test_label_transfer_reports_cells_the_classifier_did_not_fit():
+    table = pd.DataFrame(
+        {
+            "cells": ["labelled, held out", "labelled, trained on", "hidden label"],
+            "n_cells": [240, 960, 1200],
+            "accuracy": [0.9125, 0.99, 0.8],
+        }
+    )
+    assert label_transfer_headline(table) == (
+        "label transfer accuracy: labelled, held out 0.912 (240 cells) | "
+        "hidden label 0.800 (1,200 cells)"
+    )
+    no_classifier = pd.DataFrame({"cells": ["none"], "n_cells": [0], "accuracy": [float("nan")]})
+    assert label_transfer_headline(no_classifier) == ""
 
 
 def test_the_summary_groups_versions_by_folder_within_the_width():

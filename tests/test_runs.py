@@ -307,6 +307,9 @@ def test_a_finished_run_says_what_it_made(tmp_path_factory):
     assert re.search(
         r"^scib total \(higher is better\): invae 0\.\d{3} \| pca 0\.\d{3}", summary, re.M
     )
+    assert re.search(
+        r"^label transfer accuracy: labelled, held out [01]\.\d{3} \([\d,]+ cells\)", summary, re.M
+    )
     run_id = re.search(r"^MLflow run (\w{32}) \(experiment 'omics_vae'\)$", summary, re.M)[1]
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     assert client.get_run(run_id).data.tags["model_name"] == "invae"

@@ -15,13 +15,17 @@ from __future__ import annotations
 import copy
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kedro.pipeline import Pipeline
 from pydantic import BaseModel
 
-from omics_vae.run_summary import paired_headline, single_cell_headline
+from omics_vae.run_summary import (
+    label_transfer_headline,
+    paired_headline,
+    single_cell_headline,
+)
 from omics_vae.schemas.data_processing import DataProcessingParams
 from omics_vae.schemas.embedding import EmbeddingParams
 from omics_vae.schemas.evaluation import EvaluationParams
@@ -80,6 +84,7 @@ class Family:
         training_summary: The training summary dataset a comparison reads per variant.
         headline: One or two lines of the model's scores against its baselines, from
             ``scores``, for the summary a run prints at its end.
+        more_headlines: Further summary lines, by the evaluation dataset they read.
         fixed_prefix: Dotted prefix a variant may not override (it would change the
             processing that all variants share).
     """
@@ -101,6 +106,9 @@ class Family:
     scores: str = "scib_results"
     training_summary: str = "training_summary"
     headline: Callable[[Any], str] = single_cell_headline
+    more_headlines: Mapping[str, Callable[[Any], str]] = field(
+        default_factory=lambda: {"label_transfer": label_transfer_headline}
+    )
     fixed_prefix: str | None = None
 
     def stage_names(self) -> dict[str, PipelineFactory]:
@@ -180,6 +188,7 @@ PAIRED = register_family(
         score_row=Deferred("omics_vae.evaluation.comparison:paired_scores"),
         training_summary="paired_training_summary",
         headline=paired_headline,
+        more_headlines={},
         fixed_prefix="paired.processing",
     )
 )

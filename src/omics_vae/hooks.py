@@ -659,6 +659,8 @@ class RunSummaryHooks:
                 facts.trainings.append((namespace, catalog.load(name)))
             elif base == family.scores and not namespace:
                 facts.headlines.append(family.headline(catalog.load(name)))
+            elif base in family.more_headlines and not namespace:
+                facts.headlines.append(family.more_headlines[base](catalog.load(name)))
 
 
 def _saved_by_this_run(catalog, dataset_name: str) -> str | None:

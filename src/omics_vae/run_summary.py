@@ -68,6 +68,18 @@ def single_cell_headline(scib_results: pd.DataFrame) -> str:
     return f"scib total (higher is better): {scores}"
 
 
+def label_transfer_headline(label_transfer: pd.DataFrame) -> str:
+    """``label transfer accuracy: labelled, held out 0.912 (240 cells) | ...`` (empty
+    when the model predicts no labels), training cells left out."""
+    scored = label_transfer.dropna(subset=["accuracy"])
+    scored = scored[scored["cells"] != "labelled, trained on"]
+    parts = [
+        f"{row.cells} {row.accuracy:.3f} ({int(row.n_cells):,} cells)"
+        for row in scored.itertuples()
+    ]
+    return f"label transfer accuracy: {' | '.join(parts)}" if parts else ""
+
+
 def paired_headline(imputation_summary: pd.DataFrame) -> str:
     """Mean per-feature Pearson r of each method, per direction (model first)."""
     parts = []
@@ -86,7 +98,7 @@ def format_run_summary(facts: RunFacts) -> str:
     if len(facts.trainings) > MAX_TRAININGS:
         lines.append(f"... and {len(facts.trainings) - MAX_TRAININGS} more trainings")
     for headline in facts.headlines:
-        lines += headline.splitlines()
+        lines += [line for line in headline.splitlines() if line]
     lines += _version_lines(facts.versions)
     if facts.mlflow_run_id:
         lines.append(f"MLflow run {facts.mlflow_run_id} (experiment '{facts.mlflow_experiment}')")
