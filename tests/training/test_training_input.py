@@ -86,3 +86,21 @@ def test_a_batch_larger_than_the_training_cells_prints_one_that_trains(
     assert settings == {"training.trainer.batch_size": 20}
     fixed = apply(settings, {"training": training_params})["training"]
     assert train_model(small, fixed)[2]["n_cells"]["train"] == 20
+
+
+def test_an_encoder_that_reads_labels_refuses_unlabelled_cells_with_a_fix(
+    model_input, training_params
+):
+    labels = model_input.obs["cell_type"].astype(object)
+    labels.iloc[[1, 5]] = np.nan
+    model_input.obs["cell_type"] = labels.astype("category")
+    training_params.setdefault("hyperparameters", {})["invae"] = {"encode_labels": True}
+
+    with pytest.raises(TrainingInputError) as refused:
+        train_model(model_input, training_params)
+
+    settings = printed_settings(str(refused.value))
+    assert settings == {"training.hyperparameters.invae.encode_labels": False}
+    fixed = apply(settings, {"training": training_params})["training"]
+    model, _, _ = train_model(model_input, fixed)
+    assert model.label_key == "cell_type"

@@ -171,7 +171,15 @@ def _check_no_missing_covariates(
     label_key = bio_keys[0] if bio_keys and bio_keys[0] in keys else None
     for key in keys:
         if key == label_key:
-            check_labels(model_input, key, config.covariates.unlabelled_category)
+            n_unlabelled = check_labels(model_input, key, config.covariates.unlabelled_category)
+            if n_unlabelled and config.model_hyperparameters.get("encode_labels"):
+                raise TrainingInputError(
+                    f"{n_unlabelled:,} cells of model_input have no label in obs['{key}'], "
+                    f"but training.hyperparameters.{config.model}.encode_labels is true: an "
+                    "encoder that reads the label needs one for every cell. Set "
+                    f"training.hyperparameters.{config.model}.encode_labels: false in "
+                    f"{PARAMETERS_FILE} (the default) to train semi-supervised."
+                )
             continue
         missing = model_input.obs[key].isna().to_numpy()
         if not missing.any():
@@ -200,9 +208,10 @@ def _check_no_missing_covariates(
         )
 
 
-def check_labels(model_input: AnnData, key: str, unlabelled: str | None) -> None:
+def check_labels(model_input: AnnData, key: str, unlabelled: str | None) -> int:
     """The label column must have at least two known categories and some labelled
-    cells; a declared unlabelled category must occur in it."""
+    cells; a declared unlabelled category must occur in it. Returns the number of
+    unlabelled cells."""
     column = model_input.obs[key]
     values = column.dropna().astype(str)
     if unlabelled is not None and not (values == unlabelled).any():
@@ -232,3 +241,4 @@ def check_labels(model_input: AnnData, key: str, unlabelled: str | None) -> None
             model_input.n_obs,
             len(categories),
         )
+    return n_unlabelled
