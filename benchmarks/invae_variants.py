@@ -32,8 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_csv
 
 UNSUPERVISED = {"bio": []}
-# name -> (model, covariates, hyperparameters), the rows of docs/benchmarks.md.
-VARIANTS: dict[str, dict[str, tuple[str, dict[str, Any], dict[str, Any]]]] = {
+# scvi-tools' training schedule: the KL weight rises over 400 epochs (its TrainingPlan's
+# n_epochs_kl_warmup) and no early stopping (its train() default).
+SCVI_TOOLS_SCHEDULE = {"early_stopping_patience": None}
+# name -> (model, covariates, hyperparameters[, trainer]), the rows of docs/benchmarks.md.
+VARIANTS: dict[str, dict[str, tuple]] = {
     "unsupervised": {
         "z_s 5, decoder without batch (before)": (
             "invae",
@@ -65,6 +68,15 @@ VARIANTS: dict[str, dict[str, tuple[str, dict[str, Any], dict[str, Any]]]] = {
         "z_s 5, decoder with batch (default)": ("invae", {}, {}),
         "z_s 0, decoder with batch": ("invae", {}, {"n_latent_tech": 0}),
     },
+    "scvi_parity": {
+        "scvi_vae": ("scvi_vae", {}, {}),
+        "scvi_vae, scvi-tools' schedule (KL warm-up 400 epochs, no early stopping)": (
+            "scvi_vae",
+            {},
+            {"kl_warmup_epochs": 400},
+            SCVI_TOOLS_SCHEDULE,
+        ),
+    },
 }
 
 
@@ -75,12 +87,17 @@ def train(
     from omics_vae.processing.annotations import COUNTS_LAYER
     from omics_vae.training.single_cell import train_model
 
-    model_name, covariates, hyperparameters = spec
+    model_name, covariates, hyperparameters, *trainer = spec
     params = {
         "model": model_name,
         "covariates": covariates,
         "hyperparameters": {model_name: hyperparameters},
-        "trainer": {"num_threads": 1, "enable_progress_bar": False, "max_epochs": max_epochs},
+        "trainer": {
+            "num_threads": 1,
+            "enable_progress_bar": False,
+            "max_epochs": max_epochs,
+            **(trainer[0] if trainer else {}),
+        },
         "seed": seed,
         "checkpoint_dir": str(checkpoints / f"{len(list(checkpoints.iterdir()))}"),
     }
