@@ -25,6 +25,7 @@ EXERCISED_COMMANDS = {
     "kedro run --pipelines training": "tests/test_end_to_end.py, tests/short_run.py",
     "kedro jupyter lab": "tests/test_notebooks.py",
     "kedro run --pipelines paired": "tests/test_paired_end_to_end.py",
+    "kedro run --pipelines mapping": "tests/test_mapping_end_to_end.py",
     "kedro run --pipelines sweep_<name>": (
         "tests/test_sweep_end_to_end.py (sweep_size, sweep_joint; each with --params)"
     ),

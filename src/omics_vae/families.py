@@ -29,6 +29,7 @@ from omics_vae.run_summary import (
 from omics_vae.schemas.data_processing import DataProcessingParams
 from omics_vae.schemas.embedding import EmbeddingParams
 from omics_vae.schemas.evaluation import EvaluationParams
+from omics_vae.schemas.mapping import MappingParams
 from omics_vae.schemas.paired import PairedParams
 from omics_vae.schemas.paired_training import PairedTrainingParams
 from omics_vae.schemas.training import FitParams, TrainingParams
@@ -85,6 +86,8 @@ class Family:
         headline: One or two lines of the model's scores against its baselines, from
             ``scores``, for the summary a run prints at its end.
         more_headlines: Further summary lines, by the evaluation dataset they read.
+        on_demand: Pipelines run only when asked for by name (``kedro run --pipelines
+            mapping``): not part of the family end to end, nor of sweeps.
         fixed_prefix: Dotted prefix a variant may not override (it would change the
             processing that all variants share).
     """
@@ -110,6 +113,7 @@ class Family:
         default_factory=lambda: {"label_transfer": label_transfer_headline}
     )
     fixed_prefix: str | None = None
+    on_demand: Mapping[str, PipelineFactory] = field(default_factory=dict)
 
     def stage_names(self) -> dict[str, PipelineFactory]:
         """The processing and each stage's factory, keyed by their registry names."""
@@ -163,7 +167,9 @@ SINGLE_CELL = register_family(
             "training": TrainingParams,
             "embedding": EmbeddingParams,
             "evaluation": EvaluationParams,
+            "mapping": MappingParams,
         },
+        on_demand={"mapping": _pipeline("mapping")},
     )
 )
 

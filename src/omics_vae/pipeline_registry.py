@@ -18,6 +18,7 @@ def register_pipelines() -> dict[str, Pipeline]:
       ``evaluation`` (single-cell); ``paired_processing`` … ``paired_evaluation``;
     - each family end to end under its ``pipeline`` name: ``__default__`` (single-cell,
       what ``kedro run`` runs) and ``paired``;
+    - each family's on-demand pipelines, e.g. ``mapping`` (a query onto the trained model);
     - ``sweep``: every sweep declared in the parameters; ``sweep_<name>``: one of them.
 
     As ``find_pipelines`` does, only the pipelines that ``kedro run --pipelines`` asked
@@ -36,6 +37,10 @@ def register_pipelines() -> dict[str, Pipeline]:
         else:
             stages = family.stage_pipelines(only=wanted)
         pipelines.update(stages)
+    for family in FAMILIES.values():
+        for name, create in family.on_demand.items():
+            if wanted is None or name in wanted:
+                pipelines[name] = create()
     if wanted is None or any(name.startswith("sweep") for name in wanted):
         # Imported here: the comparison's statistics import every family's evaluation.
         from omics_vae.sweep_pipelines import create_sweep_pipelines  # noqa: PLC0415

@@ -94,3 +94,31 @@ def test_a_model_without_a_classifier_gets_a_note(evaluation_cells):
     assert "predicts no labels" in table.loc[0, "note"]
     assert transfer_metrics(table) == {}
     assert figure is not None
+
+
+def test_query_cells_of_types_the_model_never_saw_are_low_confidence_not_errors():
+    import anndata as ad
+
+    from omics_vae.evaluation.labels import query_label_transfer
+
+    obs = pd.DataFrame(
+        {
+            "cell_type": ["B", "B", "T", "Platelet", "Platelet"],
+            "predicted_cell_type": pd.Categorical(["B", "T", "T", "B", "T"], categories=["B", "T"]),
+            "predicted_cell_type_probability": [0.9, 0.6, 0.8, 0.3, 0.45],
+        },
+        index=[f"q{i}" for i in range(5)],
+    )
+    query = ad.AnnData(np.zeros((5, 0), dtype=np.float32), obs=obs)
+
+    table = query_label_transfer(query, "cell_type").set_index("cells")
+
+    known = table.loc["query, known types"]
+    assert known["n_cells"] == 3
+    assert known["accuracy"] == pytest.approx(2 / 3)
+    unseen = table.loc["query, types the model never saw"]
+    assert unseen["n_cells"] == 2
+    assert np.isnan(unseen["accuracy"])
+    assert unseen["low_confidence_share"] == 1.0
+    assert "Platelet" in unseen["note"]
+    assert "no labels" in query_label_transfer(query, None).loc[0, "note"]

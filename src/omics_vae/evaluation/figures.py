@@ -326,3 +326,26 @@ def _anomaly_title(name: str, config: AnomalyParams, anomaly_scores: pd.DataFram
     else:
         how += " (no reconstruction error)"
     return f"{name}: anomaly score, top {config.fraction:.1%} flagged\n{how}"
+
+
+# ---- query mapping -----------------------------------------------------------------------
+
+
+def plot_mapping_umap(coordinates: pd.DataFrame, colour_by: list[str]) -> Figure:
+    """UMAP of reference and query cells, one panel per column of ``colour_by``.
+
+    Args:
+        coordinates: ``umap_1``, ``umap_2`` and the ``colour_by`` columns, one row per cell.
+        colour_by: Columns to colour by, e.g. ``dataset``, the batch, the label.
+    """
+    figure = Figure(figsize=(6.2 * len(colour_by), 4.6), layout="constrained")
+    axes = figure.subplots(1, len(colour_by), squeeze=False)[0]
+    for axis, key in zip(axes, colour_by, strict=True):
+        _categorical_scatter(axis, coordinates, key, legend=True)
+        axis.set_title(key.replace("_", " "))
+    counts = coordinates["dataset"].value_counts()
+    figure.suptitle(
+        f"Reference ({counts.get('reference', 0):,} cells) and query "
+        f"({counts.get('query', 0):,} cells) in the model's latent"
+    )
+    return figure

@@ -178,3 +178,41 @@ def _empty_figure(note: str) -> Figure:
     axis.axis("off")
     axis.text(0.5, 0.5, note, ha="center", va="center", wrap=True)
     return figure
+
+
+def query_label_transfer(query_embeddings: AnnData, label_key: str | None) -> pd.DataFrame:
+    """Label transfer to mapped query cells: scored where the query has the label column
+    with a value the model knows; cells of types the model never saw are reported as
+    the share of low-confidence predictions among them, not as errors."""
+    if label_key is None:
+        return _note_only("the model predicts no labels (trained without a biological label)")
+    label_column, probability_column = predicted_label_columns(label_key)
+    obs = query_embeddings.obs
+    if label_key not in obs:
+        return _note_only(f"the query has no obs['{label_key}'] to compare the predictions with")
+    known = set(obs[label_column].cat.categories.astype(str))
+    given = obs[label_key].astype(str).where(obs[label_key].notna(), None)
+    predicted = obs[label_column].astype(str).to_numpy()
+    probability = obs[probability_column].to_numpy(dtype=np.float64)
+    rows = []
+    told = given.isin(known).to_numpy()
+    if told.any():
+        truth = given.to_numpy()[told].astype(str)
+        rows.append(_scores("query, known types", truth, predicted[told], probability[told]))
+    unseen = ~told & obs[label_key].notna().to_numpy()
+    if unseen.any():
+        types = sorted(set(given.to_numpy()[unseen]))
+        rows.append(
+            {
+                "cells": "query, types the model never saw",
+                "n_cells": int(unseen.sum()),
+                "accuracy": np.nan,
+                "macro_f1": np.nan,
+                "mean_probability": float(probability[unseen].mean()),
+                "low_confidence_share": float((probability[unseen] < LOW_CONFIDENCE).mean()),
+                "note": f"types: {', '.join(types[:5])}",
+            }
+        )
+    if not rows:
+        return _note_only(f"no query cell has a value in obs['{label_key}']")
+    return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
