@@ -78,25 +78,17 @@ def scored_groups(
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``{group: (truth, predicted, probability)}`` of the groups that have cells."""
     label_key = info["label_key"]
-    label_column, probability_column = predicted_label_columns(label_key)
-    categories = set(obs[label_column].cat.categories.astype(str))
-    given = obs[label_key].astype(str).where(obs[label_key].notna(), None)
-    told = given.isin(categories).to_numpy()
-    predicted = obs[label_column].astype(str).to_numpy()
-    probability = obs[probability_column].to_numpy(dtype=np.float64)
+    given, told, predicted, probability = _predictions(obs, label_key)
     groups = {}
     held_out = (
         obs["split"].astype(str).to_numpy() != "train"
         if "split" in obs
         else np.ones(len(obs), dtype=bool)
     )
-    for name, cells in (
-        ("labelled, held out", told & held_out),
-        ("labelled, trained on", told & ~held_out),
-    ):
+    for name, cells in ((HELD_OUT, told & held_out), (TRAINED_ON, told & ~held_out)):
         if cells.any():
             groups[name] = (
-                given.to_numpy()[cells].astype(str),
+                given[cells].astype(str),
                 predicted[cells],
                 probability[cells],
             )
@@ -111,6 +103,19 @@ def scored_groups(
                 probability[hidden],
             )
     return groups
+
+
+def _predictions(
+    obs: pd.DataFrame, label_key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(given label or None, known to the model?, predicted label, its probability)``
+    of every cell, from the label column and the model's prediction columns."""
+    label_column, probability_column = predicted_label_columns(label_key)
+    known = set(obs[label_column].cat.categories.astype(str))
+    given = obs[label_key].astype(str).where(obs[label_key].notna(), None).to_numpy()
+    told = np.isin(given, list(known))
+    predicted = obs[label_column].astype(str).to_numpy()
+    return given, told, predicted, obs[probability_column].to_numpy(dtype=np.float64)
 
 
 def transfer_metrics(label_transfer_table: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -186,22 +191,17 @@ def query_label_transfer(query_embeddings: AnnData, label_key: str | None) -> pd
     the share of low-confidence predictions among them, not as errors."""
     if label_key is None:
         return _note_only("the model predicts no labels (trained without a biological label)")
-    label_column, probability_column = predicted_label_columns(label_key)
     obs = query_embeddings.obs
     if label_key not in obs:
         return _note_only(f"the query has no obs['{label_key}'] to compare the predictions with")
-    known = set(obs[label_column].cat.categories.astype(str))
-    given = obs[label_key].astype(str).where(obs[label_key].notna(), None)
-    predicted = obs[label_column].astype(str).to_numpy()
-    probability = obs[probability_column].to_numpy(dtype=np.float64)
+    given, told, predicted, probability = _predictions(obs, label_key)
     rows = []
-    told = given.isin(known).to_numpy()
     if told.any():
-        truth = given.to_numpy()[told].astype(str)
+        truth = given[told].astype(str)
         rows.append(_scores("query, known types", truth, predicted[told], probability[told]))
     unseen = ~told & obs[label_key].notna().to_numpy()
     if unseen.any():
-        types = sorted(set(given.to_numpy()[unseen]))
+        types = sorted(set(given[unseen]))
         rows.append(
             {
                 "cells": "query, types the model never saw",
