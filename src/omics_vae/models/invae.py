@@ -227,10 +227,12 @@ class InVAEModule(VAEModule):
             labels = batch["bio"][:, : self.n_labels]
             labelled = labels.sum(dim=-1) > 0
             logits = self.classify(inference_outputs)
-            if not bool(labelled.all()):
+            # One device sync per step for both branches (a GPU would wait twice).
+            n_labelled = int(labelled.sum())
+            if n_labelled < labelled.shape[0]:
                 mixture_kl = self._unlabelled_kl(batch["bio"], mean_i, var_i, logits)
                 kl_bio = torch.where(labelled, kl_bio, mixture_kl)
-            if bool(labelled.any()):
+            if n_labelled:
                 extra["classification"] = nn.functional.cross_entropy(
                     logits[labelled], labels[labelled].argmax(dim=-1)
                 )
