@@ -131,9 +131,8 @@ def train_only_new_batch_columns(
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.momentum = 0.0
-    parts = model.module.named_parts()
     return tuple(
         part
-        for part, module in parts.items()
-        if any(f"module.{part}." in name or name.startswith(f"module.{part}.") for name in widened)
+        for part in model.module.named_parts()
+        if any(name.startswith(f"module.{part}.") for name in widened)
     )
