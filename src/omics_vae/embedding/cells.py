@@ -82,7 +82,7 @@ def add_predicted_labels(
 ) -> None:
     """``obs["predicted_<label>"]`` and its probability for every cell, from the model's
     label classifier (models trained with labels; nothing otherwise)."""
-    label_key = getattr(model, "label_key", None)
+    label_key = model.label_key
     if label_key is None:
         return
     labels, probabilities = model.predict_labels(
@@ -195,7 +195,7 @@ def _embedding_record(
     processing = model_input.uns.get("data_processing", {}).get("params", {})
     cell_type_key = processing.get("cell_type_key")
     bio_covariates = model.hparams.get("bio_categories") or {}
-    label_key = getattr(model, "label_key", None)
+    label_key = model.label_key
     return {
         "model": model.registry_name,
         "latent_key": latent_key,

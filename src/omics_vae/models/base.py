@@ -237,6 +237,8 @@ class BaseVAE(L.LightningModule):
     # any) holds the technical variation.
     corrected_latent: ClassVar[str] = "z"
     technical_latent: ClassVar[str | None] = None
+    # The obs key whose labels the model predicts (``predict_labels``), if any.
+    label_key: ClassVar[str | None] = None
     # Whether biological covariates (e.g. cell-type labels) feed the model.
     uses_bio_covariates: ClassVar[bool] = True
     # Raise glibc's malloc thresholds when fitting on a CPU (see models.allocator).

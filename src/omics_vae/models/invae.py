@@ -343,7 +343,7 @@ class InVAE(SingleCellVAE):
         return "z_s" if self.module.n_latent_tech > 0 else None
 
     @property
-    def label_key(self) -> str | None:
+    def label_key(self) -> str | None:  # type: ignore[override]
         """The obs key whose labels the classifier predicts (the first biological key)."""
         keys = self.encoders["bio"].keys
         return keys[0] if keys and self.module.classifier is not None else None

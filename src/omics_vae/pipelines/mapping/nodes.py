@@ -32,7 +32,7 @@ def plot_mapping(mapped_embeddings: AnnData, model: BaseVAE, params: MappingPara
     layout = umap_layout(latent, mapped_embeddings.obs_names, n_neighbors, config)
     obs = mapped_embeddings.obs
     batch_keys = list(model.hparams.get("tech_categories") or {})[:1]
-    label_key = getattr(model, "label_key", None)
+    label_key = model.label_key
     colour_by = ["dataset", *batch_keys]
     if label_key is not None:
         colour_by.append(f"predicted_{label_key}")
@@ -45,4 +45,4 @@ def plot_mapping(mapped_embeddings: AnnData, model: BaseVAE, params: MappingPara
 
 def score_query(query_embeddings: AnnData, model: BaseVAE) -> pd.DataFrame:
     """Label transfer to the query cells whose label is known."""
-    return query_label_transfer(query_embeddings, getattr(model, "label_key", None))
+    return query_label_transfer(query_embeddings, model.label_key)
