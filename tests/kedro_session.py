@@ -56,8 +56,12 @@ def _project_process_state(project: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        while mlflow.active_run() is not None:  # a failed run may leave one open
-            mlflow.end_run("FAILED")
+        # kedro-mlflow's node hooks push the run once per node; its after_pipeline_run
+        # ends it (FINISHED) and pops one. The rest are popped keeping the status the
+        # store has (a `kedro` process's exit does the same); one still RUNNING failed.
+        while (run := mlflow.active_run()) is not None:
+            status = mlflow.MlflowClient().get_run(run.info.run_id).info.status
+            mlflow.end_run("FAILED" if status == "RUNNING" else status)
         mlflow.set_tracking_uri(tracking_uri)  # None unsets it
         mlflow.tracking.fluent._active_experiment_id = experiment_id
         os.chdir(cwd)
