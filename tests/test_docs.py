@@ -12,6 +12,7 @@ import yaml
 
 from omics_vae.context import parameter_schemas
 from tests.conftest import PROJECT_ROOT
+from tests.test_labelling_end_to_end import COPY_SUGGESTIONS
 
 DOCS = PROJECT_ROOT / "docs"
 # Pages other engineers write (their commands are theirs to test).
@@ -26,6 +27,7 @@ EXERCISED_COMMANDS = {
     "kedro jupyter lab": "tests/test_notebooks.py",
     "kedro run --pipelines paired": "tests/test_paired_end_to_end.py",
     "kedro run --pipelines mapping": "tests/test_mapping_end_to_end.py",
+    COPY_SUGGESTIONS: "tests/test_labelling_end_to_end.py",
     "kedro run --pipelines sweep_<name>": (
         "tests/test_sweep_end_to_end.py (sweep_size, sweep_joint; each with --params)"
     ),

@@ -9,6 +9,7 @@ from omics_vae.lazy import lazy_exports
 _WHERE = {
     "H5ADDataset": "h5ad_dataset",
     "LightningCheckpointDataset": "lightning_checkpoint_dataset",
+    "NewLabelsDataset": "new_labels_dataset",
     "RegisteredModelDataset": "registered_model_dataset",
     "SimulatedCountsDataset": "simulated_counts_dataset",
     "SimulatedPairedDataset": "simulated_paired_dataset",

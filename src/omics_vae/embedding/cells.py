@@ -14,7 +14,12 @@ from anndata import AnnData
 from omics_vae.data.fingerprint import environment_versions, fingerprint_anndata
 from omics_vae.errors import ProjectError
 from omics_vae.models import BaseVAE, get_model_class
-from omics_vae.processing.annotations import COUNTS_LAYER, predicted_label_columns
+from omics_vae.processing.annotations import (
+    COUNTS_LAYER,
+    label_probabilities_key,
+    predicted_label_columns,
+)
+from omics_vae.processing.new_labels import with_new_labels
 from omics_vae.schemas.embedding import EmbeddingParams
 from omics_vae.schemas.training import TrainingParams, default_hyperparameters
 
@@ -26,7 +31,11 @@ class EmbeddingInputError(ProjectError, ValueError):
 
 
 def embed_cells(
-    model_input: AnnData, model: BaseVAE, model_card: dict[str, Any], config: EmbeddingParams
+    model_input: AnnData,
+    model: BaseVAE,
+    model_card: dict[str, Any],
+    config: EmbeddingParams,
+    new_labels: pd.DataFrame | None = None,
 ) -> tuple[AnnData, pd.DataFrame, dict[str, Any]]:
     """Posterior-mean latents of every cell of every split.
 
@@ -36,6 +45,8 @@ def embed_cells(
             a registered version (see ``omics_vae.hooks.RegisteredModelHooks``).
         model_card: Its card (training parameters, data; ``model_uri`` when registered).
         config: The ``embedding`` parameter block.
+        new_labels: Labels an expert added (``cell_id``, ``label``), written into the
+            model's label column of the embeddings' obs as training merged them.
 
     Returns:
         The embeddings AnnData (obs of the processed cells, ``obsm["X_<model>"]`` the
@@ -44,6 +55,7 @@ def embed_cells(
         table (cell id + dimensions) and an info record of what made it.
     """
     check_model_matches_data(model, model_input)
+    model_input = with_new_labels(model_input, new_labels, model.label_key)
     started = time.perf_counter()
 
     latents = model.get_latent(model_input, batch_size=config.batch_size, counts_layer=COUNTS_LAYER)
@@ -80,8 +92,9 @@ def embed_cells(
 def add_predicted_labels(
     embeddings: AnnData, model: BaseVAE, model_input: AnnData, batch_size: int
 ) -> None:
-    """``obs["predicted_<label>"]`` and its probability for every cell, from the model's
-    label classifier (models trained with labels; nothing otherwise)."""
+    """``obs["predicted_<label>"]`` and its probability for every cell, and the
+    probability of every category in ``obsm["predicted_<label>_probabilities"]``, from
+    the model's label classifier (models trained with labels; nothing otherwise)."""
     label_key = model.label_key
     if label_key is None:
         return
@@ -92,6 +105,7 @@ def add_predicted_labels(
     categories = model.encoders["bio"].categories[label_key]
     embeddings.obs[label_column] = pd.Categorical(labels, categories=categories)
     embeddings.obs[probability_column] = probabilities.max(axis=1).astype(np.float32)
+    embeddings.obsm[label_probabilities_key(label_key)] = probabilities.astype(np.float32)
 
 
 def latent_keys(model: BaseVAE) -> tuple[str, str | None]:

@@ -29,6 +29,16 @@ from omics_vae.processing.annotations import predicted_label_columns
 # model may not know (e.g. one absent from the training labels).
 LOW_CONFIDENCE = 0.5
 HELD_OUT, TRAINED_ON, HIDDEN = "labelled, held out", "labelled, trained on", "hidden label"
+METRIC_SCORES = ("accuracy", "macro_f1", "low_confidence_share", "n_cells")
+ROUND_COLUMNS = (
+    "round",
+    "run",
+    "started",
+    "labelled_training_cells",
+    "held_out_accuracy",
+    "held_out_macro_f1",
+    "hidden_label_accuracy",
+)
 TRANSFER_COLUMNS = (
     "cells",
     "n_cells",
@@ -122,10 +132,93 @@ def transfer_metrics(label_transfer_table: pd.DataFrame) -> dict[str, dict[str, 
     """The table's scores as MLflow metrics: ``label_transfer/<group>/<score>``."""
     metrics = {}
     for _, row in label_transfer_table.dropna(subset=["accuracy"]).iterrows():
-        group = "_".join(str(row["cells"]).replace(",", " ").split())
-        for score in ("accuracy", "macro_f1", "low_confidence_share"):
-            metrics[f"label_transfer/{group}/{score}"] = {"value": float(row[score]), "step": 0}
+        for score in METRIC_SCORES:
+            metrics[metric_name(row["cells"], score)] = {"value": float(row[score]), "step": 0}
     return metrics
+
+
+def metric_name(cells: str, score: str) -> str:
+    """``label_transfer/<group>/<score>``: ``labelled, held out`` → ``labelled_held_out``."""
+    return f"label_transfer/{'_'.join(str(cells).replace(',', ' ').split())}/{score}"
+
+
+def labelling_rounds(
+    history: pd.DataFrame, label_transfer_table: pd.DataFrame
+) -> tuple[pd.DataFrame, Figure]:
+    """Label transfer run after run, as the expert's labels accumulate.
+
+    Args:
+        history: Earlier runs of the same model on the same cells
+            (``omics_vae.store.history.label_transfer_history``).
+        label_transfer_table: This run's ``label_transfer`` table.
+
+    Returns:
+        One row per run, this one last (``ROUND_COLUMNS``), and accuracy against the
+        number of labelled training cells.
+    """
+    scores = {
+        metric_name(row["cells"], score): row[score]
+        for _, row in label_transfer_table.iterrows()
+        for score in METRIC_SCORES
+    }
+    rounds = [
+        _round(str(run["run_id"]), str(run["started"]), run["metrics"])
+        for _, run in history.iterrows()
+    ]
+    rounds.append(_round("this run", "", scores))
+    table = pd.DataFrame(rounds, columns=list(ROUND_COLUMNS))
+    table["round"] = np.arange(1, len(table) + 1)
+    return table, plot_labelling_rounds(table)
+
+
+def _round(run: str, started: str, metrics: dict[str, float]) -> dict[str, Any]:
+    def score(cells: str, name: str) -> float:
+        value = metrics.get(metric_name(cells, name))
+        return float(value) if value is not None and pd.notna(value) else np.nan
+
+    return {
+        "round": 0,
+        "run": run,
+        "started": started,
+        "labelled_training_cells": score(TRAINED_ON, "n_cells"),
+        "held_out_accuracy": score(HELD_OUT, "accuracy"),
+        "held_out_macro_f1": score(HELD_OUT, "macro_f1"),
+        "hidden_label_accuracy": score(HIDDEN, "accuracy"),
+    }
+
+
+def plot_labelling_rounds(rounds: pd.DataFrame) -> Figure:
+    """Accuracy of the held-out (and hidden-label) cells against labelled training cells,
+    each point numbered by its round."""
+    figure = Figure(figsize=(6, 3.8), layout="constrained")
+    axis = figure.subplots()
+    for column, name, colour in (
+        ("held_out_accuracy", "labelled, held out", "tab:blue"),
+        ("hidden_label_accuracy", "hidden label", "tab:orange"),
+    ):
+        points = rounds.dropna(subset=[column, "labelled_training_cells"])
+        if points.empty:
+            continue
+        axis.plot(points["labelled_training_cells"], points[column], "o-", color=colour, label=name)
+        for _, point in points.iterrows():
+            axis.annotate(
+                str(point["round"]),
+                (point["labelled_training_cells"], point[column]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
+    axis.set_xlabel("labelled training cells")
+    axis.set_ylabel("label transfer accuracy")
+    if axis.lines:
+        axis.legend(frameon=False)
+    note = (
+        "one round so far: add labels to data/01_raw/new_labels.csv and run again"
+        if len(rounds) == 1
+        else f"{len(rounds)} rounds (numbered), this run last"
+    )
+    axis.set_title(f"Labelling rounds: {note}", fontsize=9)
+    return figure
 
 
 def _scores(

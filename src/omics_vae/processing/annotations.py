@@ -19,6 +19,12 @@ def predicted_label_columns(label_key: str) -> tuple[str, str]:
     return f"predicted_{label_key}", f"predicted_{label_key}_probability"
 
 
+def label_probabilities_key(label_key: str) -> str:
+    """obsm key of the embeddings holding every cell's probability of each category
+    (columns in the order of the categories of ``obs["predicted_<label_key>"]``)."""
+    return f"predicted_{label_key}_probabilities"
+
+
 def with_own_annotations(adata: ad.AnnData) -> ad.AnnData:
     """A new AnnData sharing ``adata``'s matrices, with its own obs, var and uns."""
     return ad.AnnData(

@@ -94,6 +94,23 @@ class AnomalyParams(StrictModel):
     seed: int = 0
 
 
+class SuggestionParams(StrictModel):
+    """Which unlabelled cells to label next (``label_suggestions.csv``)."""
+
+    n_cells: int = Field(50, ge=1, description="Cells suggested, most useful first.")
+    uncertainty: Literal["entropy", "margin"] = Field(
+        "entropy",
+        description=(
+            "Entropy of the classifier's probabilities, or the gap between its two most "
+            "probable labels."
+        ),
+    )
+    n_clusters: int = Field(
+        20, ge=1, description="k-means clusters of the latent the suggestions are spread over."
+    )
+    seed: int = 0
+
+
 class EvaluationParams(StrictModel):
     """The ``evaluation`` block: benchmark, pictures, latent statistics, anomalies."""
 
@@ -112,3 +129,4 @@ class EvaluationParams(StrictModel):
     baselines: BaselineParams = BaselineParams()
     umap: UmapParams = UmapParams()
     anomaly: AnomalyParams = AnomalyParams()
+    label_suggestions: SuggestionParams = SuggestionParams()

@@ -13,6 +13,7 @@ from omics_vae.data.fingerprint import fingerprint_anndata
 from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.params import validate_section
 from omics_vae.processing.annotations import COUNTS_LAYER
+from omics_vae.processing.new_labels import with_new_labels
 from omics_vae.schemas.training import TrainingParams
 from omics_vae.training.fitting import TrainingInputError, fit_model
 from omics_vae.training.identity import training_identity
@@ -78,6 +79,7 @@ def train_model(
         "data_fingerprint": identity["data"],
         "n_cells": {split: int(n) for split, n in model_input.obs["split"].value_counts().items()},
         "n_genes": int(model_input.n_vars),
+        "labels": labelled_training_cells(model_input, config),
     }
     return model, history, summary
 
@@ -97,6 +99,27 @@ def checked_identity(
     check_training_input(model_input, config, bio_keys + tech_keys)
     data_fingerprint = data_fingerprint or fingerprint_anndata(model_input, COUNTS_LAYER)
     return training_identity(model_input, data_fingerprint, config, bio_keys + tech_keys)
+
+
+def with_labels_added(
+    model_input: AnnData, config: TrainingParams, new_labels: pd.DataFrame | None
+) -> AnnData:
+    """``model_input`` with the expert's ``new_labels`` merged into the label column the
+    configured model learns (the first biological covariate), before its identity is
+    taken: a model trained with more labels is another model."""
+    bio_keys = model_covariates(model_input, config)[0]
+    return with_new_labels(model_input, new_labels, bio_keys[0] if bio_keys else None)
+
+
+def labelled_training_cells(model_input: AnnData, config: TrainingParams) -> dict[str, Any]:
+    """The label column and how many training cells carry a label (of the summary)."""
+    bio_keys = model_covariates(model_input, config)[0]
+    if not bio_keys:
+        return {"key": None, "n_labelled_train": 0}
+    column = model_input.obs[bio_keys[0]]
+    known = column.notna() & (column.astype(str) != str(config.covariates.unlabelled_category))
+    train = model_input.obs["split"].astype(str) == "train"
+    return {"key": bio_keys[0], "n_labelled_train": int((known & train).sum())}
 
 
 def model_covariates(model_input: AnnData, config: TrainingParams) -> tuple[list[str], list[str]]:

@@ -3,6 +3,7 @@ embedding computes is tested in ``tests/embedding``."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -30,6 +31,7 @@ def test_pipeline_runs_on_an_in_memory_catalog(model_input, trained):
             "model": MemoryDataset(model, copy_mode="assign"),
             "model_card": MemoryDataset(card),
             "params:embedding": MemoryDataset(validated_block("embedding", EMBEDDING_PARAMS)),
+            "new_labels": MemoryDataset(pd.DataFrame(columns=["cell_id", "label"])),
         }
     )
     SequentialRunner().run(create_pipeline(), catalog)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from kedro.io import DataCatalog, DatasetError, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -40,6 +41,7 @@ def fresh_clone_catalog(model_input, folder, params) -> DataCatalog:
             "model": LightningCheckpointDataset(filepath=str(folder / "06_models/model.ckpt")),
             "model_card": YAMLDataset(filepath=str(folder / "06_models/model_card.yml")),
             "params:embedding": MemoryDataset(validated_block("embedding", params)),
+            "new_labels": MemoryDataset(pd.DataFrame(columns=["cell_id", "label"])),
         }
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from tempfile import mkdtemp
 from typing import Any
 
 import anndata as ad
@@ -15,12 +16,17 @@ from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
 from omics_vae.pipelines.evaluation import create_pipeline
+from omics_vae.store.reuse import ModelStore
 from tests.conftest import validated_block
 
 SUCCESS = "Pipeline execution completed successfully"
-INPUTS = {"embeddings", "model_input", "params:evaluation"}
+INPUTS = {"embeddings", "embedding_info", "model_input", "params:evaluation", "trained_models"}
 OUTPUTS = {
     "label_transfer",
+    "label_suggestions",
+    "label_suggestions_figure",
+    "labelling_rounds",
+    "labelling_rounds_figure",
     "label_transfer_figure",
     "label_transfer_metrics",
     "scib_results",
@@ -46,8 +52,11 @@ class KeptDataset(MemoryDataset):
 
 
 def make_catalog(parameters: dict[str, Any], **inputs: Any) -> DataCatalog:
-    """The inputs and parameters, and a place for every output (kept after the run)."""
+    """The inputs and parameters, and a place for every output (kept after the run); an
+    empty MLflow store of earlier runs unless ``trained_models`` is given."""
     datasets: dict[str, Any] = {name: KeptDataset() for name in OUTPUTS}
+    inputs.setdefault("embedding_info", {"model": "invae", "data": {"fingerprint": "f" * 16}})
+    inputs.setdefault("trained_models", ModelStore(f"sqlite:///{mkdtemp()}/mlflow.db"))
     datasets.update({name: MemoryDataset(data) for name, data in inputs.items()})
     datasets["params:evaluation"] = MemoryDataset(validated_block("evaluation", parameters))
     return DataCatalog(datasets=datasets)
@@ -70,6 +79,8 @@ def test_pipeline_interface():
         "scib_results_to_metrics_node",
         "label_transfer_node",
         "label_transfer_metrics_node",
+        "suggest_cells_to_label_node",
+        "labelling_rounds_node",
         "compute_umaps_node",
         "plot_umaps_node",
         "compute_latent_association_node",
@@ -98,6 +109,9 @@ def test_full_pipeline_on_tiny_data(embeddings, model_input, parameters, caplog)
     assert anomalies["flagged"].sum() == 3
     for name in FIGURES:
         assert isinstance(catalog.load(name), Figure), name
+    # A model without a label classifier: nothing to suggest, one round of nothing.
+    assert catalog.load("label_suggestions").empty
+    assert len(catalog.load("labelling_rounds")) == 1
     # The inputs are left as they were.
     assert list(embeddings.obs.columns) == ["batch", "cell_type", "split", "reconstruction_error"]
     assert "X_pca" not in model_input.obsm
@@ -188,3 +202,6 @@ def test_real_pbmc_data_runs_through(pbmc, parameters, caplog):
     assert set(anomalies["batch"]) == {"3pv1", "3pv2", "5p"}
     for name in FIGURES:
         assert isinstance(catalog.load(name), Figure), name
+    # A model without a label classifier: nothing to suggest, one round of nothing.
+    assert catalog.load("label_suggestions").empty
+    assert len(catalog.load("labelling_rounds")) == 1

@@ -16,14 +16,19 @@ from omics_vae.schemas.embedding import EmbeddingParams
 
 
 def embed_cells(
-    model_input: AnnData, model: BaseVAE, model_card: dict[str, Any], params: EmbeddingParams
+    model_input: AnnData,
+    model: BaseVAE,
+    model_card: dict[str, Any],
+    params: EmbeddingParams,
+    new_labels: pd.DataFrame | None = None,
 ) -> tuple[AnnData, pd.DataFrame, dict[str, Any]]:
     """Posterior-mean latents of every cell of every split, for the catalog's ``model``
     or, with ``embedding.model_uri``, a registered version (see
-    ``omics_vae.hooks.RegisteredModelHooks``).
+    ``omics_vae.hooks.RegisteredModelHooks``); the expert's ``new_labels`` are in the
+    label column as training merged them.
 
     Returns:
         ``(embeddings, latent_table, embedding_info)``; see
         ``omics_vae.embedding.cells.embed_cells``.
     """
-    return cells.embed_cells(model_input, model, model_card, params)
+    return cells.embed_cells(model_input, model, model_card, params, new_labels)

@@ -17,7 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 embed_cells,
-                inputs=["model_input", "model", "model_card", "params:embedding"],
+                inputs=["model_input", "model", "model_card", "params:embedding", "new_labels"],
                 outputs=["embeddings", "latent_table", "embedding_info"],
                 name="embed_cells_node",
             ),

@@ -8,12 +8,14 @@ from omics_vae.pipelines.evaluation.nodes import (
     compute_latent_association,
     compute_umaps,
     label_transfer,
+    labelling_rounds,
     plot_anomalies,
     plot_latent_association,
     plot_umaps,
     prepare_evaluation_cells,
     scib_results_to_metrics,
     score_anomalies,
+    suggest_cells_to_label,
     transfer_metrics,
 )
 
@@ -50,6 +52,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs="label_transfer",
                 outputs="label_transfer_metrics",
                 name="label_transfer_metrics_node",
+            ),
+            Node(
+                suggest_cells_to_label,
+                inputs=["embeddings", "params:evaluation"],
+                outputs=["label_suggestions", "label_suggestions_figure"],
+                name="suggest_cells_to_label_node",
+            ),
+            Node(
+                labelling_rounds,
+                inputs=["label_transfer", "embedding_info", "trained_models"],
+                outputs=["labelling_rounds", "labelling_rounds_figure"],
+                name="labelling_rounds_node",
             ),
             Node(
                 compute_umaps,

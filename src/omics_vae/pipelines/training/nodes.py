@@ -17,7 +17,7 @@ from omics_vae.schemas.training import TrainingParams
 from omics_vae.store.reuse import SINGLE_CELL_ARTIFACTS, ModelStore, retrieve_or_train
 from omics_vae.training.identity import fingerprint_of
 from omics_vae.training.reports import history_to_metrics, model_card, plot_loss_curves
-from omics_vae.training.single_cell import checked_identity, train_model
+from omics_vae.training.single_cell import checked_identity, train_model, with_labels_added
 
 __all__ = [
     "history_to_metrics",
@@ -33,6 +33,7 @@ def train_or_reuse_model(
     params: TrainingParams,
     force_retrain: bool = False,
     model_store: ModelStore | None = None,
+    new_labels: pd.DataFrame | None = None,
 ) -> tuple[BaseVAE, pd.DataFrame, dict[str, Any]]:
     """The training node: reuse a finished model trained on the same data with the same
     parameters (found in MLflow by its training fingerprint), or train one.
@@ -43,7 +44,10 @@ def train_or_reuse_model(
         force_retrain: Train even when an identical model exists.
         model_store: The MLflow store searched for an identical model (the catalog's
             ``trained_models``); ``None``: train.
+        new_labels: Labels an expert added (``cell_id``, ``label``), merged into the
+            label column first; ``None`` or empty: none.
     """
+    model_input = with_labels_added(model_input, params, new_labels)
     identity = checked_identity(model_input, params)
     return retrieve_or_train(
         lambda: train_model(model_input, params, identity["data"]),
@@ -66,6 +70,8 @@ def make_model_card(
     }
     card = model_card(params, summary, history, data)
     card["covariates"] = {"bio": summary["bio_keys"], "tech": summary["tech_keys"]}
+    if summary.get("labels"):
+        card["labels"] = summary["labels"]
     return card
 
 

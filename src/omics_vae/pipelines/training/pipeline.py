@@ -16,7 +16,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 train_or_reuse_model,
-                inputs=["model_input", "params:training", "params:force_retrain", "trained_models"],
+                inputs=[
+                    "model_input",
+                    "params:training",
+                    "params:force_retrain",
+                    "trained_models",
+                    "new_labels",
+                ],
                 outputs=["model", "training_history", "training_summary"],
                 name="train_model_node",
             ),
