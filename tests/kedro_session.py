@@ -23,6 +23,7 @@ import torch
 import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from mlflow.exceptions import MlflowException
 
 from omics_vae import sweeps
 
@@ -60,8 +61,7 @@ def _project_process_state(project: Path) -> Iterator[None]:
         # ends it (FINISHED) and pops one. The rest are popped keeping the status the
         # store has (a `kedro` process's exit does the same); one still RUNNING failed.
         while (run := mlflow.active_run()) is not None:
-            status = mlflow.MlflowClient().get_run(run.info.run_id).info.status
-            mlflow.end_run("FAILED" if status == "RUNNING" else status)
+            mlflow.end_run(_stored_status(run.info.run_id))
         mlflow.set_tracking_uri(tracking_uri)  # None unsets it
         mlflow.tracking.fluent._active_experiment_id = experiment_id
         os.chdir(cwd)
@@ -73,6 +73,15 @@ def _project_process_state(project: Path) -> Iterator[None]:
         sweeps._session.update(loader)
         if local_mlflow is not None:
             local_mlflow.unlink()
+
+
+def _stored_status(run_id: str) -> str:
+    """How the store says ``run_id`` ended: FAILED if it is still RUNNING or unknown."""
+    try:
+        status = mlflow.MlflowClient().get_run(run_id).info.status
+    except MlflowException:
+        return "FAILED"
+    return "FAILED" if status == "RUNNING" else status
 
 
 def run_in_process(

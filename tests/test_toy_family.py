@@ -7,12 +7,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from omics_vae import sweeps
 from omics_vae.families import FAMILIES, register_family
 from tests.conftest import write_yaml
+from tests.kedro_session import run_in_process
 from tests.toy_family import TOY
 
 pytestmark = pytest.mark.e2e
@@ -68,8 +68,7 @@ def toy_project(project_copy, monkeypatch):
 
 
 def _run(project, pipeline: str) -> dict:
-    with KedroSession.create(project_path=project) as session:
-        return session.run(pipeline_names=[pipeline])
+    return run_in_process(project, pipeline)
 
 
 def test_a_family_declared_in_the_tests_runs_end_to_end_and_as_a_sweep(toy_project):

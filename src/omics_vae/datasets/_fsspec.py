@@ -90,6 +90,15 @@ class FsspecVersionedDataset(AbstractVersionedDataset[_DI, _DO]):
     def _check_args(self) -> None:
         """Raise ``DatasetError`` for arguments that cannot work together."""
 
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "filepath": self._filepath,
+            "protocol": self._protocol,
+            "load_args": self._load_args,
+            "save_args": self._save_args,
+            "version": self._version,
+        }
+
     def _exists(self) -> bool:
         try:
             load_path = get_filepath_str(self._get_load_path(), self._protocol)

@@ -91,14 +91,7 @@ class H5ADDataset(FsspecVersionedDataset[AnnData, AnnData]):
         return _filesystem(protocol, storage_options, self._cache_args)
 
     def _describe(self) -> dict[str, Any]:
-        return {
-            "filepath": self._filepath,
-            "protocol": self._protocol,
-            "load_args": self._load_args,
-            "save_args": self._save_args,
-            "version": self._version,
-            "cache": self._cache_args or None,
-        }
+        return {**super()._describe(), "cache": self._cache_args or None}
 
     def load(self) -> AnnData:
         load_path = get_filepath_str(self._get_load_path(), self._protocol)

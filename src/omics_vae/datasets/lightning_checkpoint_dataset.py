@@ -54,14 +54,6 @@ class LightningCheckpointDataset(FsspecVersionedDataset["LightningModule", "Ligh
     DEFAULT_LOAD_ARGS: ClassVar[dict[str, Any]] = {"map_location": "cpu", "strict": True}
     DEFAULT_SAVE_ARGS: ClassVar[dict[str, Any]] = {}
 
-    def _describe(self) -> dict[str, Any]:
-        return {
-            "filepath": self._filepath,
-            "protocol": self._protocol,
-            "load_args": self._load_args,
-            "version": self._version,
-        }
-
     def load(self) -> LightningModule:
         load_path = get_filepath_str(self._get_load_path(), self._protocol)
         with self._fs.open(load_path, mode="rb") as stream:

@@ -65,12 +65,3 @@ class NewLabelsDataset(FsspecVersionedDataset[pd.DataFrame, pd.DataFrame]):
         save_path = get_filepath_str(self._get_save_path(), self._protocol)
         self._write_atomically(lambda path: data.to_csv(path, **self._save_args), save_path)
         self._invalidate_cache()
-
-    def _describe(self) -> dict[str, Any]:
-        return {
-            "filepath": self._filepath,
-            "protocol": self._protocol,
-            "load_args": self._load_args,
-            "save_args": self._save_args,
-            "version": self._version,
-        }
