@@ -147,8 +147,8 @@ def use_small_simulated_counts(project: Path, processing: dict) -> None:
 
 
 def use_pbmc_3chem(project: Path, pbmc_path: Path) -> None:
-    """Point a project copy's raw data at pbmc_3chem with configuration only, as the
-    README says."""
+    """Point a project copy's raw data at pbmc_3chem (or cells of it, written to
+    ``pbmc_path``) with configuration only, as the README says."""
     local = project / "conf" / "local"
     write_yaml(
         local / "catalog.yml",

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import SHARED_DATA, _copy_project, write_yaml
+from tests.conftest import QUICK_METRICS, SHARED_DATA, _copy_project, use_pbmc_3chem, write_yaml
 from tests.kedro_session import run_in_process
 
 HIDDEN_CHEMISTRY = "3pv2"
@@ -22,6 +22,7 @@ FAST = {
     "training.trainer.max_epochs": 3,
     "training.trainer.num_threads": 1,
     "evaluation.baselines.harmony": False,
+    "evaluation.metrics": QUICK_METRICS,
     "evaluation.label_suggestions.n_cells": N_SUGGESTED,
 }
 STAGES = ("training", "embedding", "evaluation")
@@ -47,16 +48,10 @@ def labelling_project(tmp_path_factory):
     hidden = np.flatnonzero(chemistry == HIDDEN_CHEMISTRY)[::2]
     label.iloc[hidden] = np.nan
     cells.obs["label"] = pd.Categorical(label)
-    cells.write_h5ad(project / "data" / "01_raw" / "partly_labelled.h5ad")
+    raw = project / "data" / "01_raw" / "partly_labelled.h5ad"
+    cells.write_h5ad(raw)
+    use_pbmc_3chem(project, raw)
     local = project / "conf" / "local"
-    raw = {"type": "omics_vae.datasets.H5ADDataset", "filepath": "data/01_raw/partly_labelled.h5ad"}
-    write_yaml(local / "catalog.yml", {"raw_counts": raw})
-    processing = {
-        "batch_key": "chemistry",
-        "cell_type_key": "cell_type",
-        "qc": {"min_genes_per_cell": 50, "min_counts_per_cell": 200},
-    }
-    write_yaml(local / "parameters_data_processing.yml", {"data_processing": processing})
     write_yaml(local / "parameters_training.yml", {"training": {"covariates": {"bio": ["label"]}}})
     run_in_process(project, "data_processing", *STAGES, params=FAST)
     first = {

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import SHARED_DATA, _copy_project, run_kedro, write_yaml
+from tests.conftest import SHARED_DATA, _copy_project, run_kedro, use_pbmc_3chem, write_yaml
 from tests.kedro_session import run_in_process
 
 QUERY_CHEMISTRY = "5p"
@@ -29,15 +29,7 @@ def mapped_project(tmp_path_factory):
     raw = project / "data" / "01_raw"
     cells[~query].copy().write_h5ad(raw / "reference.h5ad")
     cells[query].copy().write_h5ad(raw / "query.h5ad")
-    local = project / "conf" / "local"
-    reference = {"type": "omics_vae.datasets.H5ADDataset", "filepath": "data/01_raw/reference.h5ad"}
-    write_yaml(local / "catalog.yml", {"raw_counts": reference})
-    processing = {
-        "batch_key": "chemistry",
-        "cell_type_key": "cell_type",
-        "qc": {"min_genes_per_cell": 50, "min_counts_per_cell": 200},
-    }
-    write_yaml(local / "parameters_data_processing.yml", {"data_processing": processing})
+    use_pbmc_3chem(project, raw / "reference.h5ad")
     run_in_process(project, "data_processing", "training", "embedding", params=FAST)
     # The mapping as a user runs it (docs/how-to/map-query.md).
     fast = ",".join(f"{key}={value}" for key, value in FAST.items() if key.startswith("mapping"))
