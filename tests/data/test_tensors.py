@@ -139,6 +139,20 @@ def test_from_anndata_builds_every_tensor():
     assert list(tensors.obs_names[:2]) == ["cell0", "cell1"]
 
 
+def test_tensors_for_encoding_leave_out_the_likelihood_constant():
+    adata = make_adata()
+    full = CountsTensors.from_anndata(adata, "counts", bio_keys=["cell_type"], tech_keys=["batch"])
+    light = CountsTensors.from_anndata(
+        adata, "counts", bio_keys=["cell_type"], tech_keys=["batch"], log_factorial=False
+    )
+    assert light.log_factorial is None
+    batch = light.subset(np.arange(60) % 2 == 0).to("cpu").slice(0, 10)
+    assert "log_factorial" not in batch
+    expected = full.subset(np.arange(60) % 2 == 0).slice(0, 10)
+    for key, value in batch.items():
+        torch.testing.assert_close(value, expected[key])
+
+
 def test_no_covariates_give_empty_blocks_and_zero_batch_index():
     tensors = CountsTensors.from_anndata(make_adata(), "counts")
     assert tensors.bio.shape == (60, 0)

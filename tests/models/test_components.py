@@ -40,6 +40,20 @@ def test_mlp_injects_covariates_into_the_first_or_every_layer():
         MLP(10, 16, HiddenLayers(n_layers=0))
 
 
+def test_a_wide_first_layer_gives_the_same_outputs_without_the_concatenation():
+    """Without autograd, a FastLinear first layer multiplies the inputs and the
+    covariates apart (no concatenated copy); the outputs are those of the concatenation."""
+    torch.manual_seed(0)
+    mlp = MLP(1000, 16, HiddenLayers(n_hidden=128, n_layers=2), n_covariates=3).eval()
+    assert isinstance(mlp.layers[0][0], FastLinear)
+    x = torch.rand(64, 1000)
+    covariates = torch.eye(3)[torch.randint(0, 3, (64,))]
+    concatenated = mlp(x, covariates)  # with autograd: the concatenation
+    with torch.no_grad():
+        split = mlp(x, covariates)
+    torch.testing.assert_close(split, concatenated.detach(), rtol=1e-5, atol=1e-5)
+
+
 def test_mlp_layer_recipe_follows_scvi():
     mlp = MLP(4, 6, HiddenLayers(n_layers=1, batch_norm=True, layer_norm=True, dropout=0.2))
     kinds = [type(m) for m in mlp.layers[0]]

@@ -281,7 +281,8 @@ class CountsTensors:
         counts: ``(n, n_genes)`` float32 counts; dense, or a sparse CSR tensor with int32
             indices (see ``SPARSE_DENSITY_THRESHOLD``).
         log_library: ``(n, 1)`` log total count per cell.
-        log_factorial: ``(n,)`` ``sum_g lgamma(counts + 1)`` per cell.
+        log_factorial: ``(n,)`` ``sum_g lgamma(counts + 1)`` per cell, or ``None`` when
+            the tensors serve only encoding (the likelihood computes it if ever needed).
         bio: ``(n, n_bio)`` one-hot biological covariates.
         tech: ``(n, n_tech)`` one-hot technical covariates.
         batch_index: ``(n,)`` int64 code of the first technical key.
@@ -293,7 +294,7 @@ class CountsTensors:
 
     counts: torch.Tensor
     log_library: torch.Tensor
-    log_factorial: torch.Tensor
+    log_factorial: torch.Tensor | None
     bio: torch.Tensor
     tech: torch.Tensor
     batch_index: torch.Tensor
@@ -315,6 +316,7 @@ class CountsTensors:
         counts_format: CountsFormat = "auto",
         split_key: str = "split",
         pin_memory: bool = False,
+        log_factorial: bool = True,
     ) -> CountsTensors:
         """Convert an AnnData's raw counts and covariates into tensors.
 
@@ -331,6 +333,9 @@ class CountsTensors:
                 ``choose_counts_format``).
             split_key: obs column with split labels, kept for ``subset("train")``.
             pin_memory: Page-lock CPU tensors (only with an accelerator present).
+            log_factorial: Precompute each cell's ``sum_g lgamma(counts + 1)``, the
+                likelihood's constant: training and reconstruction errors need it;
+                encoding cells does not (it took most of an embedding's time).
 
         Returns:
             The tensors.
@@ -355,7 +360,7 @@ class CountsTensors:
         tensors = cls(
             counts=_counts_tensor(matrix, choose_counts_format(matrix, counts_format)),
             log_library=torch.from_numpy(np.log(library, dtype=np.float64)[:, None]).float(),
-            log_factorial=torch.from_numpy(_log_factorial_sums(matrix)),
+            log_factorial=torch.from_numpy(_log_factorial_sums(matrix)) if log_factorial else None,
             # Labels are optional: an unknown one is an all-zero block (an unlabelled cell).
             bio=torch.from_numpy(bio_encoder.one_hot(adata.obs, unknown="missing")),
             tech=torch.from_numpy(tech_encoder.one_hot(adata.obs)),
@@ -396,7 +401,7 @@ class CountsTensors:
         return self.n_obs
 
     def _tensors(self) -> dict[str, torch.Tensor]:
-        return {
+        tensors = {
             COUNTS_KEY: self.counts,
             LOG_LIBRARY_KEY: self.log_library,
             LOG_FACTORIAL_KEY: self.log_factorial,
@@ -404,6 +409,7 @@ class CountsTensors:
             TECH_KEY: self.tech,
             BATCH_INDEX_KEY: self.batch_index,
         }
+        return {name: tensor for name, tensor in tensors.items() if tensor is not None}
 
     def to(self, device: str | torch.device, pin_memory: bool = False) -> CountsTensors:
         """A copy on ``device`` (the same object's tensors when already there).
@@ -426,7 +432,7 @@ class CountsTensors:
             self,
             counts=moved[COUNTS_KEY],
             log_library=moved[LOG_LIBRARY_KEY],
-            log_factorial=moved[LOG_FACTORIAL_KEY],
+            log_factorial=moved.get(LOG_FACTORIAL_KEY),
             bio=moved[BIO_KEY],
             tech=moved[TECH_KEY],
             batch_index=moved[BATCH_INDEX_KEY],
@@ -456,7 +462,7 @@ class CountsTensors:
             self,
             counts=counts,
             log_library=batch[LOG_LIBRARY_KEY],
-            log_factorial=batch[LOG_FACTORIAL_KEY],
+            log_factorial=batch.get(LOG_FACTORIAL_KEY),
             bio=batch[BIO_KEY],
             tech=batch[TECH_KEY],
             batch_index=batch[BATCH_INDEX_KEY],

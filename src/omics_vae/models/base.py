@@ -36,7 +36,6 @@ from anndata import AnnData
 from torch import nn
 
 from omics_vae.data.tensors import (
-    BATCH_KEYS,
     CountsTensors,
     CovariateEncoder,
 )
@@ -308,10 +307,12 @@ class BaseVAE(L.LightningModule):
         adata: AnnData,
         counts_layer: str | None = "counts",
         device: str | torch.device = "cpu",
+        log_factorial: bool = True,
     ) -> CountsTensors:
-        """Tensors of ``adata`` encoded with this model's covariate categories."""
+        """Tensors of ``adata`` encoded with this model's covariate categories
+        (``log_factorial``: see ``CountsTensors.from_anndata``)."""
         return CountsTensors.from_anndata(
-            adata, counts_layer, encoders=self.encoders, device=device
+            adata, counts_layer, encoders=self.encoders, device=device, log_factorial=log_factorial
         )
 
     @classmethod
@@ -497,7 +498,7 @@ class BaseVAE(L.LightningModule):
             ``(n_cells, d)`` float32 arrays keyed by ``module.latent_keys``.
         """
         chunks: dict[str, list[np.ndarray]] = {key: [] for key in self.module.latent_keys}
-        for batch in self._eval_batches(data, batch_size, counts_layer):
+        for batch in self._eval_batches(data, batch_size, counts_layer, likelihood=False):
             latent = self.module.latent(self.module.inference(batch, sample=False))
             for key, value in latent.items():
                 chunks[key].append(value.float().cpu().numpy())
@@ -531,15 +532,21 @@ class BaseVAE(L.LightningModule):
         return _concatenate(parts)
 
     def _eval_batches(
-        self, data: CountsTensors | AnnData, batch_size: int, counts_layer: str | None
+        self,
+        data: CountsTensors | AnnData,
+        batch_size: int,
+        counts_layer: str | None,
+        likelihood: bool = True,
     ) -> Iterator[Batch]:
+        """Batches of ``data`` in eval mode; ``likelihood=False``: an AnnData's cells are
+        converted without the likelihood's constant, which encoding does not read."""
         was_training = self.training
         self.eval()
         try:
-            for tensors in _tensor_chunks(self, data, batch_size, counts_layer):
+            for tensors in _tensor_chunks(self, data, batch_size, counts_layer, likelihood):
                 for start in range(0, tensors.n_obs, batch_size):
                     batch = tensors.slice(start, min(start + batch_size, tensors.n_obs))
-                    yield {key: batch[key].to(self.device) for key in BATCH_KEYS}
+                    yield {key: value.to(self.device) for key, value in batch.items()}
         finally:
             self.train(was_training)
 
@@ -587,7 +594,11 @@ def _metrics(output: LossOutput) -> dict[str, torch.Tensor]:
 
 
 def _tensor_chunks(
-    model: BaseVAE, data: CountsTensors | AnnData, batch_size: int, counts_layer: str | None
+    model: BaseVAE,
+    data: CountsTensors | AnnData,
+    batch_size: int,
+    counts_layer: str | None,
+    likelihood: bool = True,
 ) -> Iterator[CountsTensors]:
     if isinstance(data, CountsTensors):
         yield data
@@ -596,7 +607,7 @@ def _tensor_chunks(
     chunk = max(batch_size, 16384)
     for start in range(0, data.n_obs, chunk):
         view = data[start : min(start + chunk, data.n_obs)]
-        yield model.make_tensors(view, counts_layer)
+        yield model.make_tensors(view, counts_layer, log_factorial=likelihood)
 
 
 def _concatenate(parts: list[np.ndarray]) -> np.ndarray:

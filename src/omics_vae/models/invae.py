@@ -374,7 +374,7 @@ class InVAE(SingleCellVAE):
         if self.label_key is None:
             raise ValueError(f"{self.registry_name} was trained without labels to predict")
         parts = []
-        for batch in self._eval_batches(data, batch_size, counts_layer):
+        for batch in self._eval_batches(data, batch_size, counts_layer, likelihood=False):
             logits = self.module.classify(self.module.inference(batch, sample=False))
             parts.append(torch.softmax(logits, dim=-1).float().cpu().numpy())
         probabilities = np.concatenate(parts)
