@@ -27,6 +27,7 @@ from omics_vae.models.surgery import (
     train_only_new_batch_columns,
     with_query_batches,
 )
+from omics_vae.models.threads import threads_of_this_process
 from omics_vae.models.trainer import FitSettings, fit
 from omics_vae.processing.annotations import COUNTS_LAYER
 from omics_vae.schemas.mapping import MappingParams
@@ -155,7 +156,7 @@ def fine_tune(
             seed=config.seed,
             plan=plan,
             enable_progress_bar=False,
-            num_threads=config.num_threads,
+            num_threads=config.num_threads or threads_of_this_process(),
             checkpoint_dir=checkpoints,
             section="mapping",
         )

@@ -17,5 +17,7 @@ class MappingParams(StrictModel):
     train_batch_size: int = Field(128, gt=1, description="Query cells per training step.")
     batch_size: int = Field(4096, gt=0, description="Cells per forward pass when embedding.")
     seed: int = Field(0, description="Seed of the fine-tuning and its validation split.")
-    num_threads: int | None = Field(None, gt=0, description="CPU threads for torch.")
+    num_threads: int | None = Field(
+        None, gt=0, description="CPU threads for torch; null: the free cores, as in training."
+    )
     umap_seed: int = Field(0, description="Seed of the reference + query UMAP.")

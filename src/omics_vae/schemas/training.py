@@ -76,7 +76,14 @@ class TrainerParams(StrictModel):
     deterministic: bool = False
     fast_dev_run: bool | int = False
     enable_progress_bar: bool | None = None
-    num_threads: int | None = Field(None, gt=0)
+    num_threads: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "CPU threads for torch; null: the usable cores less those other processes keep "
+            "busy (1-minute load average), at least 1, or OMP_NUM_THREADS when set."
+        ),
+    )
 
 
 class RampParams(StrictModel):

@@ -13,6 +13,7 @@ import pandas as pd
 from omics_vae.errors import ProjectError, TrainingDryRun
 from omics_vae.models import BaseVAE
 from omics_vae.models.phases import PhasePlanError, TrainingPlan, check_plan, format_plan
+from omics_vae.models.threads import threads_of_this_process
 from omics_vae.models.trainer import FitSettings, fit
 from omics_vae.schemas.training import FitParams, build_plan, plain_plan
 
@@ -111,6 +112,8 @@ def _fit_settings(config: FitParams, n_train_cells: int) -> FitSettings:
     trainer = config.trainer.model_dump()
     if trainer["max_epochs"] == "auto":
         trainer["max_epochs"] = default_max_epochs(n_train_cells)
+    if trainer["num_threads"] is None:
+        trainer["num_threads"] = threads_of_this_process()
     return FitSettings(
         **trainer,
         seed=config.seed,
