@@ -107,19 +107,25 @@ def with_labels_added(
     """``model_input`` with the expert's ``new_labels`` merged into the label column the
     configured model learns (the first biological covariate), before its identity is
     taken: a model trained with more labels is another model."""
-    bio_keys = model_covariates(model_input, config)[0]
-    return with_new_labels(model_input, new_labels, bio_keys[0] if bio_keys else None)
+    return with_new_labels(model_input, new_labels, label_column(model_input, config))
 
 
 def labelled_training_cells(model_input: AnnData, config: TrainingParams) -> dict[str, Any]:
     """The label column and how many training cells carry a label (of the summary)."""
-    bio_keys = model_covariates(model_input, config)[0]
-    if not bio_keys:
+    key = label_column(model_input, config)
+    if key is None:
         return {"key": None, "n_labelled_train": 0}
-    column = model_input.obs[bio_keys[0]]
+    column = model_input.obs[key]
     known = column.notna() & (column.astype(str) != str(config.covariates.unlabelled_category))
     train = model_input.obs["split"].astype(str) == "train"
-    return {"key": bio_keys[0], "n_labelled_train": int((known & train).sum())}
+    return {"key": key, "n_labelled_train": int((known & train).sum())}
+
+
+def label_column(model_input: AnnData, config: TrainingParams) -> str | None:
+    """The obs key of the label the configured model learns: its first biological
+    covariate (``None`` without one)."""
+    bio_keys = model_covariates(model_input, config)[0]
+    return bio_keys[0] if bio_keys else None
 
 
 def model_covariates(model_input: AnnData, config: TrainingParams) -> tuple[list[str], list[str]]:
