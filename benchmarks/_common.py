@@ -29,12 +29,15 @@ class Measurement:
     Attributes:
         wall_s: Seconds from start to exit of the process, interpreter start included.
         peak_rss_mib: The process's peak resident set size (``ru_maxrss`` from ``wait4``).
+        cpu_s: User plus system CPU seconds of the process (from ``wait4``): steadier than
+            wall time on a shared machine.
         report: The JSON object the worker wrote to its result file (empty if none).
     """
 
     wall_s: float
     peak_rss_mib: float
     report: dict[str, Any]
+    cpu_s: float = float("nan")
 
 
 class WorkerError(RuntimeError):
@@ -83,7 +86,8 @@ def run_measured(
         tail = log_path.read_text(errors="replace")[-3000:]
         raise WorkerError(f"{' '.join(command)} exited with {process.returncode}:\n{tail}")
     report = json.loads(result_path.read_text()) if result_path.exists() else {}
-    return Measurement(wall, usage.ru_maxrss / 1024, report)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measurement(wall, usage.ru_maxrss / 1024, report, cpu)
 
 
 def cpu_busy_fraction(window_s: float = 2.0) -> float:

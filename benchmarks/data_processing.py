@@ -391,13 +391,13 @@ def _measure_size(
             busy = wait_for_quiet(args.max_busy, args.max_wait)
             m = _measure_once(variant, project, raw, work)
             print(
-                f"{n_cells:>7,} cells  {variant:<9}  repeat {repeat + 1}: "
-                f"{m.wall_s:7.2f} s  {m.peak_rss_mib:7.0f} MiB  {_phase_text(m.report)}",
+                f"{n_cells:>7,} cells  {variant:<9}  repeat {repeat + 1}: {m.wall_s:7.2f} s  "
+                f"{m.cpu_s:7.2f} CPU s  {m.peak_rss_mib:7.0f} MiB  {_phase_text(m.report)}",
                 flush=True,
             )
             rows.append({"n_cells": n_cells, "variant": variant, "repeat": repeat + 1,
-                         "wall_s": m.wall_s, "peak_rss_mib": m.peak_rss_mib, "busy_before": busy,
-                         **_flat_report(m.report)})  # fmt: skip
+                         "wall_s": m.wall_s, "cpu_s": m.cpu_s, "peak_rss_mib": m.peak_rss_mib,
+                         "busy_before": busy, **_flat_report(m.report)})  # fmt: skip
     return rows
 
 
@@ -422,9 +422,13 @@ def _summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         plain = _medians(at_size, "plain")
         for variant in dict.fromkeys(r["variant"] for r in at_size):
             wall, rss, work = _medians(at_size, variant)
+            cpu = median(r["cpu_s"] for r in at_size if r["variant"] == variant)
+            plain_cpu = median(r["cpu_s"] for r in at_size if r["variant"] == "plain")
             summary.append({
                 "cells": n_cells, "variant": variant, "runs": _count(at_size, variant),
-                "wall s (median)": wall, "pipeline s (median)": work,
+                "wall s (median)": wall, "CPU s (median)": cpu,
+                "wall s above plain": wall - plain[0], "CPU s above plain": cpu - plain_cpu,
+                "pipeline s (median)": work,
                 "peak RSS MiB (median)": rss,
                 "time overhead vs plain %": 100 * (wall / plain[0] - 1) if plain[0] else "",
                 "memory vs plain": rss / plain[1] if plain[1] else "",
