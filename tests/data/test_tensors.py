@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import anndata as ad
 import numpy as np
@@ -13,12 +14,14 @@ import torch
 
 from omics_vae.data.tensors import (
     BATCH_KEYS,
+    COUNTS_KEY,
     CountsTensors,
     CovariateEncoder,
     InMemoryBatchLoader,
     UnknownCategoryError,
     batch_bounds,
     choose_counts_format,
+    default_max_dense_bytes,
     plan_placement,
 )
 
@@ -185,19 +188,49 @@ def test_sparse_storage_gives_the_same_batches_as_dense():
         torch.testing.assert_close(sparse.slice(3, 9)[key], dense.slice(3, 9)[key])
     train_sparse, train_dense = sparse.subset("train"), dense.subset("train")
     assert train_sparse.is_sparse
-    torch.testing.assert_close(train_sparse.counts.to_dense(), train_dense.counts)
+    assert train_sparse.counts is sparse.counts  # a subset shares the non-zeros
+    assert train_sparse.n_obs == train_dense.n_obs
+    cells = train_sparse.slice(0, train_sparse.n_obs)[COUNTS_KEY]
+    torch.testing.assert_close(cells, train_dense.counts)
+    # A subset of a subset still finds its cells' rows.
+    first = np.zeros(train_sparse.n_obs, dtype=bool)
+    first[::3] = True
+    torch.testing.assert_close(
+        train_sparse.subset(first).gather(torch.arange(int(first.sum())))[COUNTS_KEY],
+        train_dense.counts[torch.from_numpy(first)],
+    )
     assert sparse.nbytes < dense.nbytes + 60 * 12 * 4
 
 
-def test_choose_counts_format_is_dense_unless_large_and_sparse(monkeypatch):
+def test_choose_counts_format_is_dense_unless_over_budget_and_smaller_sparse():
     matrix = sp.random(100, 50, density=0.05, format="csr", random_state=0)
     assert choose_counts_format(matrix) == "dense"
-    monkeypatch.setattr("omics_vae.data.tensors.DENSE_BYTES_LIMIT", 1000)
-    assert choose_counts_format(matrix) == "sparse"
-    assert choose_counts_format(matrix.toarray()) == "sparse"
-    assert choose_counts_format(sp.random(100, 50, density=0.9, format="csr")) == "dense"
+    assert choose_counts_format(matrix, max_dense_bytes=100 * 50 * 4) == "dense"
+    assert choose_counts_format(matrix, max_dense_bytes=1000) == "sparse"
+    assert choose_counts_format(matrix.toarray(), max_dense_bytes=1000) == "sparse"
+    denser = sp.random(100, 50, density=0.6, format="csr", random_state=0)
+    assert choose_counts_format(denser, max_dense_bytes=1000) == "dense"
+    assert choose_counts_format(matrix, "sparse") == "sparse"
     with pytest.raises(ValueError, match="counts_format"):
         choose_counts_format(matrix, "coo")  # type: ignore[arg-type]
+
+
+def test_default_dense_budget_is_a_quarter_of_memory():
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < default_max_dense_bytes() <= total / 4
+
+
+def test_sparse_counts_share_the_anndata_arrays_and_log_factorials_match_dense(monkeypatch):
+    # Row blocks of 7 make the log-factorial sums cross block boundaries.
+    monkeypatch.setattr("omics_vae.data.tensors.CONVERSION_ROWS", 7)
+    adata = make_adata(n_cells=30)
+    adata.layers["counts"] = sp.csr_matrix(adata.layers["counts"], dtype=np.float32)
+    sparse = CountsTensors.from_anndata(adata, "counts", counts_format="sparse")
+    dense = CountsTensors.from_anndata(adata, "counts", counts_format="dense")
+    assert np.shares_memory(sparse.counts.values().numpy(), adata.layers["counts"].data)
+    torch.testing.assert_close(sparse.log_factorial, dense.log_factorial)
+    expected = torch.lgamma(dense.counts.double() + 1).sum(dim=1).float()
+    torch.testing.assert_close(dense.log_factorial, expected)
 
 
 def test_subset_by_split_name_and_mask():

@@ -19,9 +19,11 @@ Every batch is a ``dict[str, torch.Tensor]`` with these fixed keys (see ``BATCH_
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -46,11 +48,13 @@ BATCH_KEYS = (COUNTS_KEY, LOG_LIBRARY_KEY, LOG_FACTORIAL_KEY, BIO_KEY, TECH_KEY,
 # gather costs 0.02 ms / 0.3 ms whatever the density, while gathering CSR rows and
 # densifying them costs 3x (2 % non-zeros) to 10x (20 %) more. Sparse storage is therefore
 # never faster on a CPU; it only saves memory. With int32 column indices a CSR matrix
-# takes 8 bytes per non-zero against 4 bytes per entry dense, so it is chosen
-# automatically only when the dense matrix would exceed ``DENSE_BYTES_LIMIT`` and fewer
-# than ``SPARSE_DENSITY_THRESHOLD`` of the entries are non-zero.
-SPARSE_DENSITY_THRESHOLD = 0.25
-DENSE_BYTES_LIMIT = 4 * 1024**3
+# takes 8 bytes per non-zero against 4 bytes per entry dense, so ``"auto"`` chooses it
+# only when the dense matrix would exceed the memory budget (``max_dense_bytes``, by
+# default ``DENSE_SHARE_OF_MEMORY`` of the machine's) and CSR is the smaller of the two.
+SPARSE_DENSITY_THRESHOLD = 0.5
+DENSE_SHARE_OF_MEMORY = 0.25
+# Rows converted at a time where a whole-matrix temporary would scale with the data.
+CONVERSION_ROWS = 65_536
 
 # Share of the free accelerator memory the resident tensors may take; the rest is left to
 # activations, optimiser state and the allocator's fragmentation.
@@ -279,7 +283,8 @@ class CountsTensors:
 
     Attributes:
         counts: ``(n, n_genes)`` float32 counts; dense, or a sparse CSR tensor with int32
-            indices (see ``SPARSE_DENSITY_THRESHOLD``).
+            indices (see ``SPARSE_DENSITY_THRESHOLD``) whose rows may be more than these
+            cells (see ``rows``).
         log_library: ``(n, 1)`` log total count per cell.
         log_factorial: ``(n,)`` ``sum_g lgamma(counts + 1)`` per cell, or ``None`` when
             the tensors serve only encoding (the likelihood computes it if ever needed).
@@ -290,6 +295,9 @@ class CountsTensors:
         tech_encoder: Encoder of the technical keys.
         obs_names: Cell names, in row order.
         split: Split label of each cell (``obs["split"]``), or ``None``.
+        rows: For sparse counts, the row of ``counts`` of each cell, or ``None`` when
+            they are the rows in order: a subset shares the CSR matrix of all cells
+            instead of copying its non-zeros (at a million cells, gigabytes).
     """
 
     counts: torch.Tensor
@@ -302,6 +310,7 @@ class CountsTensors:
     tech_encoder: CovariateEncoder
     obs_names: np.ndarray
     split: np.ndarray | None = None
+    rows: torch.Tensor | None = None
 
     @classmethod
     def from_anndata(
@@ -314,6 +323,7 @@ class CountsTensors:
         encoders: Mapping[str, CovariateEncoder | Mapping[str, Sequence[str]]] | None = None,
         device: str | torch.device = "cpu",
         counts_format: CountsFormat = "auto",
+        max_dense_bytes: int | None = None,
         split_key: str = "split",
         pin_memory: bool = False,
         log_factorial: bool = True,
@@ -331,6 +341,8 @@ class CountsTensors:
             device: Device the tensors are placed on.
             counts_format: ``"dense"``, ``"sparse"`` (CSR) or ``"auto"`` (see
                 ``choose_counts_format``).
+            max_dense_bytes: The budget ``"auto"`` allows a dense matrix; ``None``: a
+                quarter of the machine's memory (``default_max_dense_bytes``).
             split_key: obs column with split labels, kept for ``subset("train")``.
             pin_memory: Page-lock CPU tensors (only with an accelerator present).
             log_factorial: Precompute each cell's ``sum_g lgamma(counts + 1)``, the
@@ -358,7 +370,9 @@ class CountsTensors:
         batch_index = tech_codes[:, 0] if tech_codes.shape[1] else np.zeros(adata.n_obs, np.int64)
         split = adata.obs[split_key].astype(str).to_numpy() if split_key in adata.obs else None
         tensors = cls(
-            counts=_counts_tensor(matrix, choose_counts_format(matrix, counts_format)),
+            counts=_counts_tensor(
+                matrix, choose_counts_format(matrix, counts_format, max_dense_bytes)
+            ),
             log_library=torch.from_numpy(np.log(library, dtype=np.float64)[:, None]).float(),
             log_factorial=torch.from_numpy(_log_factorial_sums(matrix)) if log_factorial else None,
             # Labels are optional: an unknown one is an all-zero block (an unlabelled cell).
@@ -375,7 +389,7 @@ class CountsTensors:
     @property
     def n_obs(self) -> int:
         """Number of cells."""
-        return int(self.counts.shape[0])
+        return int(self.counts.shape[0] if self.rows is None else self.rows.numel())
 
     @property
     def n_genes(self) -> int:
@@ -431,6 +445,7 @@ class CountsTensors:
         return replace(
             self,
             counts=moved[COUNTS_KEY],
+            rows=None if self.rows is None else self.rows.to(device),
             log_library=moved[LOG_LIBRARY_KEY],
             log_factorial=moved.get(LOG_FACTORIAL_KEY),
             bio=moved[BIO_KEY],
@@ -454,13 +469,13 @@ class CountsTensors:
         mask = self._mask(selection)
         index = torch.from_numpy(np.flatnonzero(mask)).to(self.device)
         batch = self._gather_covariates(index)
-        if self.is_sparse:
-            counts = _gather_csr_rows(self.counts, index)
-        else:
-            counts = self.counts.index_select(0, index)
+        counts, rows = self.counts, self._stored_rows(index)
+        if not self.is_sparse:
+            counts, rows = self.counts.index_select(0, index), None
         return replace(
             self,
             counts=counts,
+            rows=rows,
             log_library=batch[LOG_LIBRARY_KEY],
             log_factorial=batch.get(LOG_FACTORIAL_KEY),
             bio=batch[BIO_KEY],
@@ -505,10 +520,14 @@ class CountsTensors:
         """
         batch = self._gather_covariates(index, pin_memory)
         if self.is_sparse:
-            batch[COUNTS_KEY] = _densify_csr_rows(self.counts, index, pin_memory)
+            batch[COUNTS_KEY] = _densify_csr_rows(self.counts, self._stored_rows(index), pin_memory)
         else:
             batch[COUNTS_KEY] = _index_select(self.counts, index, pin_memory)
         return batch
+
+    def _stored_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """The rows of ``counts`` that hold the cells at ``index``."""
+        return index if self.rows is None else self.rows.index_select(0, index)
 
     def _gather_covariates(
         self, index: torch.Tensor, pin_memory: bool = False
@@ -571,9 +590,15 @@ def _counts_matrix(adata: AnnData, counts_layer: str | None) -> np.ndarray | sp.
         )
     if matrix is None:
         raise ValueError("AnnData.X is empty; pass the layer that holds raw counts")
+    # No copy where the stored matrix already is float32 (CSR): at a million cells every
+    # copy of the counts is gigabytes.
     if sp.issparse(matrix):
-        matrix = sp.csr_matrix(matrix, dtype=np.float32)
-        matrix.sum_duplicates()
+        matrix = matrix if matrix.format == "csr" else matrix.tocsr()
+        if matrix.dtype != np.float32:
+            matrix = matrix.astype(np.float32)
+        if not matrix.has_canonical_format:
+            matrix = matrix.copy()
+            matrix.sum_duplicates()
         values = matrix.data
     else:
         matrix = np.asarray(matrix, dtype=np.float32)
@@ -588,28 +613,39 @@ def _row_sums(matrix: np.ndarray | sp.csr_matrix) -> np.ndarray:
 
 
 def _log_factorial_sums(matrix: np.ndarray | sp.csr_matrix) -> np.ndarray:
+    # Row blocks keep the float64 temporaries small (24 bytes per non-zero at once would
+    # be gigabytes for a million cells).
+    sums = np.empty(matrix.shape[0], dtype=np.float32)
+    for start in range(0, matrix.shape[0], CONVERSION_ROWS):
+        stop = min(start + CONVERSION_ROWS, matrix.shape[0])
+        sums[start:stop] = _block_log_factorial_sums(matrix[start:stop])
+    return sums
+
+
+def _block_log_factorial_sums(block: np.ndarray | sp.csr_matrix) -> np.ndarray:
     # lgamma(0 + 1) = 0, so only non-zeros contribute.
-    if sp.issparse(matrix):
-        values = torch.lgamma(torch.from_numpy(matrix.data.astype(np.float64)) + 1).numpy()
-        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-        sums = np.bincount(rows, weights=values, minlength=matrix.shape[0])
-    else:
-        sums = torch.lgamma(torch.from_numpy(matrix).double() + 1).sum(dim=1).numpy()
-    return sums.astype(np.float32)
+    if sp.issparse(block):
+        values = torch.lgamma(torch.from_numpy(block.data.astype(np.float64)) + 1).numpy()
+        rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
+        return np.bincount(rows, weights=values, minlength=block.shape[0])
+    return torch.lgamma(torch.from_numpy(block).double() + 1).sum(dim=1).numpy()
 
 
 def choose_counts_format(
-    matrix: np.ndarray | sp.spmatrix, counts_format: CountsFormat = "auto"
+    matrix: np.ndarray | sp.spmatrix,
+    counts_format: CountsFormat = "auto",
+    max_dense_bytes: int | None = None,
 ) -> Literal["dense", "sparse"]:
     """Pick dense or CSR storage for a count matrix.
 
     ``"auto"`` keeps dense storage, which is faster to slice on every density measured,
-    unless the dense matrix would exceed ``DENSE_BYTES_LIMIT`` and its density is below
-    ``SPARSE_DENSITY_THRESHOLD`` (where CSR saves at least half the memory).
+    unless the dense matrix would exceed ``max_dense_bytes`` and CSR takes less memory
+    (a density below ``SPARSE_DENSITY_THRESHOLD``).
 
     Args:
         matrix: The counts.
         counts_format: ``"auto"``, ``"dense"`` or ``"sparse"``.
+        max_dense_bytes: The dense budget; ``None``: ``default_max_dense_bytes()``.
 
     Returns:
         ``"dense"`` or ``"sparse"``.
@@ -622,11 +658,33 @@ def choose_counts_format(
         )
     n, g = matrix.shape
     dense_bytes = 4 * n * g
+    budget = default_max_dense_bytes() if max_dense_bytes is None else max_dense_bytes
+    if dense_bytes <= budget:
+        return "dense"
     nnz = matrix.nnz if sp.issparse(matrix) else int(np.count_nonzero(matrix))
     density = nnz / max(n * g, 1)
-    if dense_bytes > DENSE_BYTES_LIMIT and density < SPARSE_DENSITY_THRESHOLD:
+    if density < SPARSE_DENSITY_THRESHOLD:
+        logger.info(
+            "Counts kept sparse (CSR, %.1f GB) and densified one batch at a time: dense "
+            "they would take %.1f GB, over the %.1f GB budget (training.data.max_dense_gb)",
+            8 * nnz / 1e9, dense_bytes / 1e9, budget / 1e9,
+        )  # fmt: skip
         return "sparse"
     return "dense"
+
+
+def default_max_dense_bytes() -> int:
+    """A quarter of the memory this process may use: the machine's, or its cgroup's
+    limit when that is lower (a container, a Slurm job)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = Path("/sys/fs/cgroup/memory.max")
+    try:
+        text = limit.read_text().strip()
+    except OSError:
+        text = "max"
+    if text.isdigit():
+        total = min(total, int(text))
+    return int(DENSE_SHARE_OF_MEMORY * total)
 
 
 def _counts_tensor(
@@ -636,10 +694,11 @@ def _counts_tensor(
         dense = matrix.toarray() if sp.issparse(matrix) else matrix
         return torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))
     csr = matrix if sp.issparse(matrix) else sp.csr_matrix(matrix)
+    # Shares the AnnData's arrays where their types already fit (no copy of the counts).
     return _csr_tensor(
-        torch.from_numpy(csr.indptr.astype(np.int64)),
-        torch.from_numpy(csr.indices.astype(np.int32)),
-        torch.from_numpy(csr.data.astype(np.float32)),
+        torch.from_numpy(csr.indptr.astype(np.int64, copy=False)),
+        torch.from_numpy(csr.indices.astype(np.int32, copy=False)),
+        torch.from_numpy(csr.data.astype(np.float32, copy=False)),
         csr.shape,
     )
 
@@ -685,20 +744,6 @@ def _densify_csr_rows(
     columns = counts.col_indices().index_select(0, positions).long()
     out.index_put_((rows, columns), counts.values().index_select(0, positions))
     return out
-
-
-def _gather_csr_rows(counts: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    rows, positions, total = _csr_positions(counts.crow_indices(), index)
-    lengths = torch.bincount(rows, minlength=index.numel()) if total else None
-    crow = torch.zeros(index.numel() + 1, dtype=torch.int64, device=counts.device)
-    if lengths is not None:
-        crow[1:] = torch.cumsum(lengths, 0)
-    return _csr_tensor(
-        crow,
-        counts.col_indices().index_select(0, positions),
-        counts.values().index_select(0, positions),
-        (index.numel(), counts.shape[1]),
-    )
 
 
 def _nbytes(tensor: torch.Tensor) -> int:

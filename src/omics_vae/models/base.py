@@ -36,6 +36,7 @@ from anndata import AnnData
 from torch import nn
 
 from omics_vae.data.tensors import (
+    CountsFormat,
     CountsTensors,
     CovariateEncoder,
 )
@@ -307,12 +308,22 @@ class BaseVAE(L.LightningModule):
         adata: AnnData,
         counts_layer: str | None = "counts",
         device: str | torch.device = "cpu",
+        *,
         log_factorial: bool = True,
+        counts_format: CountsFormat = "auto",
+        max_dense_bytes: int | None = None,
     ) -> CountsTensors:
         """Tensors of ``adata`` encoded with this model's covariate categories
-        (``log_factorial``: see ``CountsTensors.from_anndata``)."""
+        (``log_factorial``, ``counts_format``, ``max_dense_bytes``: see
+        ``CountsTensors.from_anndata``)."""
         return CountsTensors.from_anndata(
-            adata, counts_layer, encoders=self.encoders, device=device, log_factorial=log_factorial
+            adata,
+            counts_layer,
+            encoders=self.encoders,
+            device=device,
+            log_factorial=log_factorial,
+            counts_format=counts_format,
+            max_dense_bytes=max_dense_bytes,
         )
 
     @classmethod

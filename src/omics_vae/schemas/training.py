@@ -293,11 +293,27 @@ class FitParams(StrictModel):
         return self
 
 
+class TrainingDataParams(StrictModel):
+    """How the counts are held in memory for training and embedding. Dense and sparse
+    give the same model for the same seed (each batch is densified exactly), so this
+    block is not part of the training identity."""
+
+    counts_format: Literal["auto", "dense", "sparse"] = Field(
+        "auto",
+        description="auto: dense (faster batches) unless the dense matrix would exceed "
+        "max_dense_gb, then sparse CSR, one batch densified at a time.",
+    )
+    max_dense_gb: float | None = Field(
+        None, gt=0, description="Budget of a dense count matrix; null: a quarter of the RAM."
+    )
+
+
 class TrainingParams(FitParams):
     """``training``: a single-cell model, its hyperparameters kept per model name."""
 
     model: str = Field("invae", description="Registry name: invae or scvi_vae.")
     covariates: CovariateParams = CovariateParams()
+    data: TrainingDataParams = TrainingDataParams()
     hyperparameters: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per model name: its architecture and loss settings."
     )

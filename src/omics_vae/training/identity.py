@@ -26,6 +26,7 @@ OPERATIONAL_KEYS = (
     ("resume_from",),
     ("checkpoint_dir",),
     ("dry_run",),
+    ("data",),
     ("trainer", "num_threads"),
     ("trainer", "enable_progress_bar"),
 )

@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from omics_vae.data.fingerprint import fingerprint_anndata
+from omics_vae.data.tensors import CountsTensors
 from omics_vae.models import BaseVAE, get_model_class
 from omics_vae.params import validate_section
 from omics_vae.processing.annotations import COUNTS_LAYER
@@ -70,8 +71,10 @@ def train_model(
         bio_keys,
         tech_keys,
     )
-    tensors = model.make_tensors(model_input, counts_layer=COUNTS_LAYER)
-    model, history, facts = fit_model(model, tensors, config, "training", identity)
+    # Passed on without a name here, so fit_model can free all cells once it has split them.
+    model, history, facts = fit_model(
+        model, training_tensors(model, model_input, config), config, "training", identity
+    )
     summary = {
         **facts,
         "bio_keys": bio_keys,
@@ -82,6 +85,17 @@ def train_model(
         "labels": labelled_training_cells(model_input, config),
     }
     return model, history, summary
+
+
+def training_tensors(model: BaseVAE, model_input: AnnData, config: TrainingParams) -> CountsTensors:
+    """The model's tensors of ``model_input``, dense or sparse as ``training.data`` says."""
+    budget = config.data.max_dense_gb
+    return model.make_tensors(
+        model_input,
+        counts_layer=COUNTS_LAYER,
+        counts_format=config.data.counts_format,
+        max_dense_bytes=None if budget is None else int(budget * 1e9),
+    )
 
 
 def checked_identity(
