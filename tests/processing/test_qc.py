@@ -11,7 +11,12 @@ from scipy import sparse
 
 from omics_vae.processing.annotations import RECORD_KEY
 from omics_vae.processing.errors import LOCAL_PARAMETERS_FILE, DataProcessingError
-from omics_vae.processing.qc import filter_cells_and_genes
+from omics_vae.processing.qc import (
+    QC_METRICS,
+    cell_qc_metrics,
+    cells_per_gene,
+    filter_cells_and_genes,
+)
 from omics_vae.processing.validation import validate_raw_data
 from tests.processing.simulated_counts import as_params
 
@@ -117,3 +122,32 @@ class TestFilterCellsAndGenes:
 
         assert "data_processing.qc.mito_prefix" in caplog.text
         assert (filtered.obs["pct_counts_mt"] == 0).all()
+
+
+def test_cell_and_gene_metrics_are_scanpys():
+    import anndata as ad
+    import scanpy as sc
+
+    rng = np.random.default_rng(0)
+    counts = rng.negative_binomial(1, 0.6, size=(40, 30)).astype(np.float32)
+    counts[3] = 0  # a cell without counts: 0 % mitochondrial, not NaN
+    adata = ad.AnnData(sparse.csr_matrix(counts))
+    mito = np.zeros(30, dtype=bool)
+    mito[:4] = True
+    adata.var["mt"] = mito
+    expected, _ = sc.pp.calculate_qc_metrics(
+        adata, qc_vars=["mt"], percent_top=None, log1p=False, inplace=False
+    )
+
+    metrics = cell_qc_metrics(adata.X, mito)
+
+    assert set(metrics) == set(QC_METRICS)
+    np.testing.assert_array_equal(metrics["n_genes_by_counts"], expected["n_genes_by_counts"])
+    np.testing.assert_allclose(metrics["total_counts"], expected["total_counts"], rtol=1e-6)
+    np.testing.assert_allclose(
+        metrics["pct_counts_mt"], expected["pct_counts_mt"].fillna(0.0), rtol=1e-6
+    )
+    assert metrics["pct_counts_mt"][3] == 0
+    _, expected_cells = sc.pp.filter_genes(adata, min_cells=1, inplace=False)
+    np.testing.assert_array_equal(cells_per_gene(adata.X), expected_cells)
+    np.testing.assert_array_equal(cells_per_gene(counts), expected_cells)

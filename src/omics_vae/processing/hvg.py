@@ -26,7 +26,12 @@ import pandas as pd
 import scanpy as sc
 from scipy import sparse
 
-from omics_vae.processing.annotations import COUNTS_LAYER, lineage_record, with_own_annotations
+from omics_vae.processing.annotations import (
+    COUNTS_LAYER,
+    lineage_record,
+    subset,
+    with_own_annotations,
+)
 from omics_vae.processing.errors import LOCAL_PARAMETERS_FILE, RAW_DATA, DataProcessingError
 from omics_vae.schemas.data_processing import DataProcessingParams, HVGParams
 
@@ -38,6 +43,7 @@ _WIDER_SPANS = (0.5, 0.7, 1.0)
 MIN_CELLS_PER_BATCH = 2
 # Genes beyond the LOESS minimum: scanpy counts a gene as varying from its computed
 # variance, which rounding could put at zero for a gene that barely varies.
+_VARYING_BLOCK_ROWS = 20_000
 _LOESS_MARGIN = 2
 _EXAMPLES = 5
 
@@ -133,16 +139,19 @@ def _rank(
 ) -> tuple[ad.AnnData, float | None]:
     """Runs the ranking on the batches not ``left_out``; returns the data and the span."""
     hvg, batch_key = params.hvg, params.batch_key
-    if not left_out:
-        return selected, _highly_variable_genes(selected, hvg, n_top_genes, batch_key, hvg.subset)
-    _warn_left_out(left_out, params)
-    ranked = _cells_of_ranked_batches(selected, batch_key, left_out)
-    span = _highly_variable_genes(ranked, hvg, n_top_genes, batch_key, subset=False)
-    for column in ranked.var.columns:
-        selected.var[column] = ranked.var[column].to_numpy()
-    selected.uns["hvg"] = ranked.uns["hvg"]
+    if left_out:
+        _warn_left_out(left_out, params)
+        ranked = _cells_of_ranked_batches(selected, batch_key, left_out)
+        span = _highly_variable_genes(ranked, hvg, n_top_genes, batch_key)
+        for column in ranked.var.columns:
+            selected.var[column] = ranked.var[column].to_numpy()
+        selected.uns["hvg"] = ranked.uns["hvg"]
+    else:
+        span = _highly_variable_genes(selected, hvg, n_top_genes, batch_key)
     if hvg.subset:
-        selected = selected[:, selected.var["highly_variable"].to_numpy()].copy()
+        # Not scanpy's subset=True, which copies through an AnnData view (twice the
+        # subset's memory at its peak).
+        selected = subset(selected, genes=selected.var["highly_variable"].to_numpy())
     return selected, span
 
 
@@ -167,7 +176,7 @@ def batches_left_out(counts: Any, batches: pd.Series, hvg: HVGParams) -> dict[An
         if len(rows) < MIN_CELLS_PER_BATCH:
             left_out[name] = (len(rows), f"{len(rows)} cell: no variance to rank genes by")
             continue
-        varying = n_varying_genes(counts[rows])
+        varying = n_varying_genes(counts, rows)
         if varying == 0:
             left_out[name] = (len(rows), f"{len(rows)} cells in which no gene varies")
         elif hvg.flavor == "seurat_v3" and varying < needed:
@@ -211,16 +220,28 @@ def loess_genes_needed(span: float) -> int:
     return math.ceil(1.0 / span) + _LOESS_MARGIN
 
 
-def n_varying_genes(counts: Any) -> int:
-    """Genes whose values are not all the same in ``counts`` (cells x genes)."""
-    if counts.shape[0] < MIN_CELLS_PER_BATCH:
+def n_varying_genes(counts: Any, rows: np.ndarray | None = None) -> int:
+    """Genes whose values are not all the same in the ``rows`` of ``counts`` (cells x
+    genes; ``None``: every row).
+
+    Read ``_VARYING_BLOCK_ROWS`` rows at a time: copying a batch's rows whole, and
+    scipy's column maximum converting them to CSC, took two copies of a third of a
+    million-cell matrix.
+    """
+    rows = np.arange(counts.shape[0]) if rows is None else np.asarray(rows)
+    if len(rows) < MIN_CELLS_PER_BATCH:
         return 0
-    if sparse.issparse(counts):
-        high = counts.max(axis=0).toarray().ravel()
-        low = counts.min(axis=0).toarray().ravel()
-    else:
-        values = np.asarray(counts)
-        high, low = values.max(axis=0), values.min(axis=0)
+    high = low = None
+    for start in range(0, len(rows), _VARYING_BLOCK_ROWS):
+        block = counts[rows[start : start + _VARYING_BLOCK_ROWS]]
+        if sparse.issparse(block):
+            block_high = block.max(axis=0).toarray().ravel()
+            block_low = block.min(axis=0).toarray().ravel()
+        else:
+            values = np.asarray(block)
+            block_high, block_low = values.max(axis=0), values.min(axis=0)
+        high = block_high if high is None else np.maximum(high, block_high)
+        low = block_low if low is None else np.minimum(low, block_low)
     return int(np.count_nonzero(high != low))
 
 
@@ -267,14 +288,13 @@ def _cells_of_ranked_batches(
 
 
 def _highly_variable_genes(
-    adata: ad.AnnData, hvg: HVGParams, n_top_genes: int, batch_key: str, subset: bool
+    adata: ad.AnnData, hvg: HVGParams, n_top_genes: int, batch_key: str
 ) -> float | None:
     """Runs scanpy's HVG selection in place; returns the LOESS span used by seurat_v3."""
     options = {
         "flavor": hvg.flavor,
         "n_top_genes": n_top_genes,
         "batch_key": batch_key,
-        "subset": subset,
     }
     if hvg.flavor != "seurat_v3":
         try:
@@ -326,7 +346,8 @@ def _safe_spans(adata: ad.AnnData, hvg: HVGParams, batch_key: str) -> list[float
     spans = [hvg.span, *(span for span in _WIDER_SPANS if span > hvg.span)]
     batches = adata.obs[batch_key].to_numpy()
     fewest = min(
-        n_varying_genes(adata.layers[COUNTS_LAYER][batches == name]) for name in pd.unique(batches)
+        n_varying_genes(adata.layers[COUNTS_LAYER], np.flatnonzero(batches == name))
+        for name in pd.unique(batches)
     )
     safe = [span for span in spans if loess_genes_needed(span) <= fewest]
     if len(safe) < len(spans):

@@ -7,9 +7,9 @@ import logging
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
+from scipy import sparse
 
-from omics_vae.processing.annotations import lineage_record, with_own_annotations
+from omics_vae.processing.annotations import lineage_record, subset, with_own_annotations
 from omics_vae.processing.errors import LOCAL_PARAMETERS_FILE, RAW_DATA, DataProcessingError
 from omics_vae.processing.hvg import check_batches_can_be_ranked
 from omics_vae.processing.split import check_cells_suffice
@@ -62,20 +62,15 @@ def filter_cells_and_genes(
             qc.mito_prefix,
             LOCAL_PARAMETERS_FILE,
         )
-    obs_metrics, _ = sc.pp.calculate_qc_metrics(
-        annotated, qc_vars=["mt"], percent_top=None, log1p=False, inplace=False
-    )
-    # Cells without counts give 0/0; they have no mitochondrial counts either.
-    obs_metrics["pct_counts_mt"] = obs_metrics["pct_counts_mt"].fillna(0.0)
-    for column in QC_METRICS:
-        annotated.obs[column] = obs_metrics[column]
+    for column, values in cell_qc_metrics(annotated.X, annotated.var["mt"].to_numpy()).items():
+        annotated.obs[column] = values
 
     failed = _failed_cell_filters(annotated.obs, qc)
     keep = ~failed.any(axis=1).to_numpy()
     batches = annotated.obs[params.batch_key]
     _check_batches_survive(annotated.obs, failed, keep, params)
 
-    cells = annotated if keep.all() else annotated[keep].copy()
+    cells = annotated if keep.all() else subset(annotated, cells=keep)
     filtered = _filter_genes(cells, qc.min_cells_per_gene)
     _check_next_steps_can_run(filtered, annotated.obs, failed, params, batch_size)
     n_genes_before = annotated.n_vars
@@ -96,6 +91,26 @@ def filter_cells_and_genes(
     )
     metrics = annotated.obs[[params.batch_key, *QC_METRICS]].assign(passed_qc=keep)
     return filtered, metrics, summary
+
+
+def cell_qc_metrics(counts: sparse.csr_matrix, mito: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-cell metrics of ``QC_METRICS``, as ``sc.pp.calculate_qc_metrics`` names and
+    computes them (``n_genes_by_counts``, ``total_counts``, ``pct_counts_mt``).
+
+    Computed here because scanpy's function also describes every gene, squaring the
+    whole matrix for the variance: a copy of the counts, the peak of filtering a million
+    cells, for metrics the pipeline drops. Cells without counts get 0 % mitochondrial
+    counts (scanpy's 0/0 gives NaN).
+    """
+    total = np.ravel(counts.sum(axis=1))
+    mito_total = np.ravel(counts[:, mito].sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pct_mito = np.where(total > 0, mito_total / total * 100, 0.0)
+    return {
+        "n_genes_by_counts": counts.getnnz(axis=1),
+        "total_counts": total,
+        "pct_counts_mt": pct_mito,
+    }
 
 
 def _failed_cell_filters(obs: pd.DataFrame, qc: QCParams) -> pd.DataFrame:
@@ -175,7 +190,8 @@ def _check_next_steps_can_run(
 
 def _filter_genes(cells: ad.AnnData, min_cells: int) -> ad.AnnData:
     """Genes detected in at least ``min_cells`` cells; ``cells`` itself when all are."""
-    gene_mask, n_cells = sc.pp.filter_genes(cells, min_cells=min_cells, inplace=False)
+    n_cells = cells_per_gene(cells.X)
+    gene_mask = n_cells >= min_cells
     if not gene_mask.any():
         raise DataProcessingError(
             f"qc.min_cells_per_gene = {min_cells} would remove every gene (the most cells "
@@ -183,9 +199,23 @@ def _filter_genes(cells: ad.AnnData, min_cells: int) -> ad.AnnData:
             f"data_processing.qc.min_cells_per_gene in {LOCAL_PARAMETERS_FILE}."
         )
     # Skipping the copy when no gene goes saves a pass over the whole matrix.
-    filtered = cells if gene_mask.all() else cells[:, gene_mask].copy()
+    filtered = cells if gene_mask.all() else subset(cells, genes=gene_mask)
     filtered.var["n_cells"] = n_cells[gene_mask]
     return filtered
+
+
+def cells_per_gene(counts: sparse.csr_matrix) -> np.ndarray:
+    """In how many cells each gene has a positive count, as ``sc.pp.filter_genes``
+    counts them, without its comparison matrix (a copy of the counts' structure)."""
+    if not sparse.issparse(counts):
+        return np.count_nonzero(np.asarray(counts) > 0, axis=0)
+    counts = sparse.csr_matrix(counts)
+    if not counts.has_canonical_format:  # a duplicate entry would count a cell twice
+        counts = counts.copy()
+        counts.sum_duplicates()
+    positive = counts.data > 0
+    columns = counts.indices if positive.all() else counts.indices[positive]
+    return np.bincount(columns, minlength=counts.shape[1])
 
 
 def _qc_summary(batch: pd.Series, failed: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
