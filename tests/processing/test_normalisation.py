@@ -20,3 +20,23 @@ class TestNormaliseCounts:
         # The caller's counts are untouched.
         assert (before != filtered.X).nnz == 0
         assert "counts" not in filtered.layers
+
+    def test_values_are_scanpys_and_share_the_counts_structure(self, filtered, parameters):
+        import anndata as ad
+        import scanpy as sc
+        from scipy import sparse
+
+        target_sum = parameters["normalisation"]["target_sum"]
+        counts = sparse.csr_matrix(filtered.X)
+        filtered.X = counts
+
+        normalised = normalise_counts(filtered, target_sum)
+
+        expected = ad.AnnData(
+            sc.pp.normalize_total(filtered, target_sum=target_sum, inplace=False)["X"]
+        )
+        sc.pp.log1p(expected)
+        np.testing.assert_array_equal(normalised.X.toarray(), expected.X.toarray())
+        assert np.shares_memory(normalised.X.indices, counts.indices)
+        assert np.shares_memory(normalised.X.indptr, counts.indptr)
+        assert not np.shares_memory(normalised.X.data, counts.data)
