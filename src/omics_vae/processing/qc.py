@@ -18,6 +18,7 @@ from omics_vae.schemas.data_processing import DataProcessingParams, QCParams
 logger = logging.getLogger(__name__)
 
 QC_METRICS = ("n_genes_by_counts", "total_counts", "pct_counts_mt")
+_BINCOUNT_BLOCK = 1 << 24
 
 
 def filter_cells_and_genes(
@@ -213,9 +214,14 @@ def cells_per_gene(counts: sparse.csr_matrix) -> np.ndarray:
     if not counts.has_canonical_format:  # a duplicate entry would count a cell twice
         counts = counts.copy()
         counts.sum_duplicates()
-    positive = counts.data > 0
-    columns = counts.indices if positive.all() else counts.indices[positive]
-    return np.bincount(columns, minlength=counts.shape[1])
+    totals = np.zeros(counts.shape[1], dtype=np.int64)
+    # In blocks: bincount converts its input to int64, a copy twice the size of the
+    # indices at once.
+    for start in range(0, counts.nnz, _BINCOUNT_BLOCK):
+        block = slice(start, start + _BINCOUNT_BLOCK)
+        columns = counts.indices[block][counts.data[block] > 0]
+        totals += np.bincount(columns, minlength=counts.shape[1])
+    return totals
 
 
 def _qc_summary(batch: pd.Series, failed: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
