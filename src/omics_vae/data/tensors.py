@@ -52,7 +52,11 @@ BATCH_KEYS = (COUNTS_KEY, LOG_LIBRARY_KEY, LOG_FACTORIAL_KEY, BIO_KEY, TECH_KEY,
 # only when the dense matrix would exceed the memory budget (``max_dense_bytes``, by
 # default ``DENSE_SHARE_OF_MEMORY`` of the machine's) and CSR is the smaller of the two.
 SPARSE_DENSITY_THRESHOLD = 0.5
-DENSE_SHARE_OF_MEMORY = 0.25
+# An eighth: beside the dense matrix, the processed AnnData holds the counts twice (the
+# counts layer and the log-normalised X), and the model, Lightning and the other stages
+# need the rest. At a quarter, 1,000,000 x 1,500 dense counts (5.8 GB) made training
+# peak at 15.6 GiB on a 23.5 GiB machine.
+DENSE_SHARE_OF_MEMORY = 0.125
 # Rows converted at a time where a whole-matrix temporary would scale with the data.
 CONVERSION_ROWS = 65_536
 
@@ -283,7 +287,7 @@ class CountsTensors:
 
     Attributes:
         counts: ``(n, n_genes)`` float32 counts; dense, or a sparse CSR tensor with int32
-            indices (see ``SPARSE_DENSITY_THRESHOLD``) whose rows may be more than these
+            indices (see ``SPARSE_DENSITY_THRESHOLD``); its rows may be more than these
             cells (see ``rows``).
         log_library: ``(n, 1)`` log total count per cell.
         log_factorial: ``(n,)`` ``sum_g lgamma(counts + 1)`` per cell, or ``None`` when
@@ -295,9 +299,9 @@ class CountsTensors:
         tech_encoder: Encoder of the technical keys.
         obs_names: Cell names, in row order.
         split: Split label of each cell (``obs["split"]``), or ``None``.
-        rows: For sparse counts, the row of ``counts`` of each cell, or ``None`` when
-            they are the rows in order: a subset shares the CSR matrix of all cells
-            instead of copying its non-zeros (at a million cells, gigabytes).
+        rows: The row of ``counts`` of each cell, or ``None`` when they are the rows in
+            order: a subset (the training cells, the validation cells) shares the count
+            matrix of all cells instead of copying it (at a million cells, gigabytes).
     """
 
     counts: torch.Tensor
@@ -342,7 +346,7 @@ class CountsTensors:
             counts_format: ``"dense"``, ``"sparse"`` (CSR) or ``"auto"`` (see
                 ``choose_counts_format``).
             max_dense_bytes: The budget ``"auto"`` allows a dense matrix; ``None``: a
-                quarter of the machine's memory (``default_max_dense_bytes``).
+                n eighth of the machine's memory (``default_max_dense_bytes``).
             split_key: obs column with split labels, kept for ``subset("train")``.
             pin_memory: Page-lock CPU tensors (only with an accelerator present).
             log_factorial: Precompute each cell's ``sum_g lgamma(counts + 1)``, the
@@ -469,13 +473,9 @@ class CountsTensors:
         mask = self._mask(selection)
         index = torch.from_numpy(np.flatnonzero(mask)).to(self.device)
         batch = self._gather_covariates(index)
-        counts, rows = self.counts, self._stored_rows(index)
-        if not self.is_sparse:
-            counts, rows = self.counts.index_select(0, index), None
         return replace(
             self,
-            counts=counts,
-            rows=rows,
+            rows=self._stored_rows(index),
             log_library=batch[LOG_LIBRARY_KEY],
             log_factorial=batch.get(LOG_FACTORIAL_KEY),
             bio=batch[BIO_KEY],
@@ -519,10 +519,11 @@ class CountsTensors:
             A batch dict with ``BATCH_KEYS``; counts are dense.
         """
         batch = self._gather_covariates(index, pin_memory)
+        rows = self._stored_rows(index)
         if self.is_sparse:
-            batch[COUNTS_KEY] = _densify_csr_rows(self.counts, self._stored_rows(index), pin_memory)
+            batch[COUNTS_KEY] = _densify_csr_rows(self.counts, rows, pin_memory)
         else:
-            batch[COUNTS_KEY] = _index_select(self.counts, index, pin_memory)
+            batch[COUNTS_KEY] = _index_select(self.counts, rows, pin_memory)
         return batch
 
     def _stored_rows(self, index: torch.Tensor) -> torch.Tensor:
@@ -539,7 +540,8 @@ class CountsTensors:
         }
 
     def slice(self, start: int, stop: int) -> dict[str, torch.Tensor]:
-        """The batch of rows ``start:stop`` (views of the dense tensors, no copy).
+        """The batch of rows ``start:stop`` (views of dense tensors that are all their
+        stored rows, no copy).
 
         Args:
             start: First row.
@@ -548,7 +550,7 @@ class CountsTensors:
         Returns:
             A batch dict with ``BATCH_KEYS``; counts are dense.
         """
-        if self.is_sparse:
+        if self.is_sparse or self.rows is not None:
             index = torch.arange(start, stop, device=self.device)
             return self.gather(index)
         return {name: tensor[start:stop] for name, tensor in self._tensors().items()}
@@ -674,8 +676,8 @@ def choose_counts_format(
 
 
 def default_max_dense_bytes() -> int:
-    """A quarter of the memory this process may use: the machine's, or its cgroup's
-    limit when that is lower (a container, a Slurm job)."""
+    """An eighth of the memory this process may use (``DENSE_SHARE_OF_MEMORY``): the
+    machine's, or its cgroup's limit when that is lower (a container, a Slurm job)."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     limit = Path("/sys/fs/cgroup/memory.max")
     try:

@@ -304,7 +304,7 @@ class TrainingDataParams(StrictModel):
         "max_dense_gb, then sparse CSR, one batch densified at a time.",
     )
     max_dense_gb: float | None = Field(
-        None, gt=0, description="Budget of a dense count matrix; null: a quarter of the RAM."
+        None, gt=0, description="Budget of a dense count matrix; null: an eighth of the RAM."
     )
 
 
