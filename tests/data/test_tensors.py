@@ -372,3 +372,20 @@ def test_loader_moves_nothing_when_already_on_the_device():
     loader = InMemoryBatchLoader(data, batch_size=4, device="cpu")
     assert loader.data is data
     assert loader.n_obs == 12
+
+
+def test_dense_chunks_are_the_cells_in_order():
+    adata = make_adata()
+    dense = CountsTensors.from_anndata(adata, "counts", tech_keys=["batch"])
+    sparse = CountsTensors.from_anndata(
+        adata, "counts", tech_keys=["batch"], counts_format="sparse"
+    )
+    for tensors in (sparse, dense, sparse.subset("train")):
+        chunks = list(tensors.dense_chunks(7))
+        assert [len(chunk) for chunk in chunks[:-1]] == [7] * (len(chunks) - 1)
+        assert not any(chunk.is_sparse for chunk in chunks)
+        everything = tensors.slice(0, tensors.n_obs)
+        for key in BATCH_KEYS:
+            joined = torch.cat([chunk.slice(0, chunk.n_obs)[key] for chunk in chunks])
+            torch.testing.assert_close(joined, everything[key])
+        assert np.concatenate([c.obs_names for c in chunks]).tolist() == list(tensors.obs_names)
