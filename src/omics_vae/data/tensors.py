@@ -345,8 +345,8 @@ class CountsTensors:
             device: Device the tensors are placed on.
             counts_format: ``"dense"``, ``"sparse"`` (CSR) or ``"auto"`` (see
                 ``choose_counts_format``).
-            max_dense_bytes: The budget ``"auto"`` allows a dense matrix; ``None``: a
-                n eighth of the machine's memory (``default_max_dense_bytes``).
+            max_dense_bytes: The budget ``"auto"`` allows a dense matrix; ``None``: an
+                eighth of the machine's memory (``default_max_dense_bytes``).
             split_key: obs column with split labels, kept for ``subset("train")``.
             pin_memory: Page-lock CPU tensors (only with an accelerator present).
             log_factorial: Precompute each cell's ``sum_g lgamma(counts + 1)``, the
@@ -472,18 +472,7 @@ class CountsTensors:
         """
         mask = self._mask(selection)
         index = torch.from_numpy(np.flatnonzero(mask)).to(self.device)
-        batch = self._gather_covariates(index)
-        return replace(
-            self,
-            rows=self._stored_rows(index),
-            log_library=batch[LOG_LIBRARY_KEY],
-            log_factorial=batch.get(LOG_FACTORIAL_KEY),
-            bio=batch[BIO_KEY],
-            tech=batch[TECH_KEY],
-            batch_index=batch[BATCH_INDEX_KEY],
-            obs_names=self.obs_names[mask],
-            split=None if self.split is None else self.split[mask],
-        )
+        return self._cells(self._gather_covariates(index), mask, rows=self._stored_rows(index))
 
     def _mask(self, selection: str | Sequence[str] | np.ndarray | torch.Tensor) -> np.ndarray:
         if isinstance(selection, str):
@@ -537,22 +526,28 @@ class CountsTensors:
             stop = min(start + rows_per_chunk, self.n_obs)
             index = torch.arange(start, stop, device=self.device)
             if self.is_sparse and self.rows is None and self.device.type == "cpu":
-                counts = _dense_row_range(self.counts, start, stop)
+                batch = self._gather_covariates(index)
+                batch[COUNTS_KEY] = _dense_row_range(self.counts, start, stop)
             else:
-                counts = self.gather(index)[COUNTS_KEY]
-            covariates = self._gather_covariates(index)
-            yield replace(
-                self,
-                counts=counts,
-                rows=None,
-                log_library=covariates[LOG_LIBRARY_KEY],
-                log_factorial=covariates.get(LOG_FACTORIAL_KEY),
-                bio=covariates[BIO_KEY],
-                tech=covariates[TECH_KEY],
-                batch_index=covariates[BATCH_INDEX_KEY],
-                obs_names=self.obs_names[start:stop],
-                split=None if self.split is None else self.split[start:stop],
-            )
+                batch = self.gather(index)
+            yield self._cells(batch, slice(start, stop), counts=batch[COUNTS_KEY], rows=None)
+
+    def _cells(
+        self, batch: dict[str, torch.Tensor], selection: np.ndarray | slice, **stored: Any
+    ) -> CountsTensors:
+        """These tensors restricted to the cells of ``batch`` (their covariates, gathered)
+        and of ``selection`` (their names and splits); ``stored``: counts and rows."""
+        return replace(
+            self,
+            **stored,
+            log_library=batch[LOG_LIBRARY_KEY],
+            log_factorial=batch.get(LOG_FACTORIAL_KEY),
+            bio=batch[BIO_KEY],
+            tech=batch[TECH_KEY],
+            batch_index=batch[BATCH_INDEX_KEY],
+            obs_names=self.obs_names[selection],
+            split=None if self.split is None else self.split[selection],
+        )
 
     def _stored_rows(self, index: torch.Tensor) -> torch.Tensor:
         """The rows of ``counts`` that hold the cells at ``index``."""

@@ -43,8 +43,9 @@ _WIDER_SPANS = (0.5, 0.7, 1.0)
 MIN_CELLS_PER_BATCH = 2
 # Genes beyond the LOESS minimum: scanpy counts a gene as varying from its computed
 # variance, which rounding could put at zero for a gene that barely varies.
-_VARYING_BLOCK_ROWS = 20_000
 _LOESS_MARGIN = 2
+# Rows read at a time when counting varying genes (see n_varying_genes).
+_VARYING_BLOCK_ROWS = 20_000
 _EXAMPLES = 5
 
 
