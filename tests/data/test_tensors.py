@@ -14,6 +14,8 @@ import torch
 
 from omics_vae.data.tensors import (
     BATCH_KEYS,
+    COUNT_HISTOGRAM_BINS,
+    COUNT_KEYS_KEY,
     COUNTS_KEY,
     CountsTensors,
     CovariateEncoder,
@@ -205,6 +207,58 @@ def test_sparse_storage_gives_the_same_batches_as_dense():
     assert sparse.nbytes < dense.nbytes + 60 * 12 * 4
 
 
+def expected_count_keys(counts: torch.Tensor) -> torch.Tensor:
+    """The histogram keys of a dense batch's non-zeros, row by row."""
+    rows, genes = counts.nonzero(as_tuple=True)
+    clamped = counts[rows, genes].clamp(max=COUNT_HISTOGRAM_BINS).int()
+    return genes.int() * (COUNT_HISTOGRAM_BINS + 1) + clamped
+
+
+def test_batches_carry_the_histogram_keys_of_their_counts_whatever_the_storage():
+    adata = make_adata()
+    adata.layers["counts"][3, 5] = 5 * COUNT_HISTOGRAM_BINS  # beyond the table
+    adata.layers["counts"][7] = 0
+    adata.layers["counts"][7, 0] = 1  # a cell with a single count
+    index = torch.tensor([7, 3, 0, 59, 3])
+    for counts_format in ("dense", "sparse"):
+        tensors = CountsTensors.from_anndata(
+            adata, "counts", tech_keys=["batch"], counts_format=counts_format
+        )
+        assert tensors.integer_counts
+        train = tensors.subset("train")
+        some = train.subset(np.arange(train.n_obs) % 2 == 1)  # rows of rows
+        for batch in (
+            tensors.gather(index),
+            tensors.slice(2, 11),
+            train.gather(torch.tensor([4, 1, 2])),
+            train.slice(0, train.n_obs),
+            some.slice(1, 6),
+        ):
+            keys = batch[COUNT_KEYS_KEY]
+            assert keys.dtype == torch.int32
+            # A CSR matrix may store zeros (row 7's); their keys fall in bin 0, unread.
+            stored_values = keys[keys % (COUNT_HISTOGRAM_BINS + 1) != 0]
+            torch.testing.assert_close(
+                stored_values, expected_count_keys(batch[COUNTS_KEY]), rtol=0, atol=0
+            )
+    for chunk in tensors.dense_chunks(25):  # chunks serve encoding: no keys
+        assert COUNT_KEYS_KEY not in chunk.slice(0, 5)
+
+
+def test_non_integer_counts_and_encoding_tensors_carry_no_histogram_keys():
+    adata = make_adata()
+    light = CountsTensors.from_anndata(adata, "counts", log_factorial=False)
+    assert not light.integer_counts
+    assert COUNT_KEYS_KEY not in light.gather(torch.tensor([0, 1]))
+    adata.layers["counts"][4, 2] += 0.5
+    for counts_format in ("dense", "sparse"):
+        tensors = CountsTensors.from_anndata(adata, "counts", counts_format=counts_format)
+        assert not tensors.integer_counts
+        assert tensors.count_keys is None
+        assert COUNT_KEYS_KEY not in tensors.gather(torch.tensor([4, 1]))
+        assert COUNT_KEYS_KEY not in tensors.slice(0, 6)
+
+
 def test_choose_counts_format_is_dense_unless_over_budget_and_smaller_sparse():
     matrix = sp.random(100, 50, density=0.05, format="csr", random_state=0)
     assert choose_counts_format(matrix) == "dense"
@@ -292,7 +346,7 @@ def test_loader_yields_every_cell_once_per_epoch_with_fixed_keys():
     assert len(loader) == 4  # 5 + 5 + 5 + 6: the single last cell is merged
     first = list(loader)
     assert [b["counts"].shape[0] for b in first] == [5, 5, 5, 6]
-    assert set(first[0]) == set(BATCH_KEYS)
+    assert set(first[0]) == {*BATCH_KEYS, COUNT_KEYS_KEY}  # integer counts have keys
     assert sorted(epoch_ids(first)) == list(range(21))
     second = list(loader)
     assert sorted(epoch_ids(second)) == list(range(21))

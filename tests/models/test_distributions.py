@@ -108,6 +108,23 @@ def test_log_rising_factorial_sum_matches_lgamma_for_small_large_and_fractional_
         torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-8)
 
 
+def test_log_rising_factorial_sum_from_count_keys_equals_the_dense_histogram():
+    x = random_counts(40, 30, dtype=torch.float64)
+    x[5] = 0
+    x[6, 3] = 3 * RISING_FACTORIAL_TABLE
+    rows, genes = x.nonzero(as_tuple=True)
+    keys = genes.int() * (RISING_FACTORIAL_TABLE + 1)
+    keys += x[rows, genes].clamp(max=RISING_FACTORIAL_TABLE).int()
+    keys = torch.cat((keys, torch.tensor([0, 7 * (RISING_FACTORIAL_TABLE + 1)])))  # stored 0s
+    log_theta = torch.randn(30, dtype=torch.float64, requires_grad=True)
+    from_keys = log_rising_factorial_sum(x, torch.exp(log_theta), keys)
+    from_counts = log_rising_factorial_sum(x, torch.exp(log_theta))
+    torch.testing.assert_close(from_keys, from_counts, rtol=1e-12, atol=0)
+    (grad,) = torch.autograd.grad(from_keys, log_theta)
+    (expected_grad,) = torch.autograd.grad(from_counts, log_theta)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+
+
 def test_gaussian_kl_matches_torch_distributions():
     generator = torch.Generator().manual_seed(2)
     q_mean, p_mean = (

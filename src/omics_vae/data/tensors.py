@@ -14,6 +14,13 @@ Every batch is a ``dict[str, torch.Tensor]`` with these fixed keys (see ``BATCH_
 - ``"bio"``: ``(b, n_bio)`` float32 one-hot biological covariates (may have 0 columns).
 - ``"tech"``: ``(b, n_tech)`` float32 one-hot technical covariates (may have 0 columns).
 - ``"batch_index"``: ``(b,)`` int64 code of the first technical key (zeros without one).
+
+and, when the counts are integers and the tensors serve a likelihood, one more, the only
+one whose length is not the number of cells:
+
+- ``"count_keys"``: 1-D int32, one entry per non-zero count of the batch,
+  ``gene * (COUNT_HISTOGRAM_BINS + 1) + min(count, COUNT_HISTOGRAM_BINS)`` (see
+  ``CountKeys``).
 """
 
 from __future__ import annotations
@@ -43,6 +50,10 @@ BIO_KEY = "bio"
 TECH_KEY = "tech"
 BATCH_INDEX_KEY = "batch_index"
 BATCH_KEYS = (COUNTS_KEY, LOG_LIBRARY_KEY, LOG_FACTORIAL_KEY, BIO_KEY, TECH_KEY, BATCH_INDEX_KEY)
+COUNT_KEYS_KEY = "count_keys"
+# Counts at or above this value share the last bin of the per-gene histogram that the NB
+# likelihood is computed from (models.distributions.log_rising_factorial_sum).
+COUNT_HISTOGRAM_BINS = 32
 
 # Measured on 2 CPU cores (20,000 x 2,000 counts, batches of 128 and 1,024): a dense row
 # gather costs 0.02 ms / 0.3 ms whatever the density, while gathering CSR rows and
@@ -59,6 +70,8 @@ SPARSE_DENSITY_THRESHOLD = 0.5
 DENSE_SHARE_OF_MEMORY = 0.125
 # Rows converted at a time where a whole-matrix temporary would scale with the data.
 CONVERSION_ROWS = 65_536
+# Values converted at a time, likewise (64 MB of float32).
+CONVERSION_VALUES = 1 << 24
 
 # Share of the free accelerator memory the resident tensors may take; the rest is left to
 # activations, optimiser state and the allocator's fragmentation.
@@ -278,6 +291,86 @@ def _free_device_memory(device: torch.device) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class CountKeys:
+    """The histogram keys of a count matrix's non-zeros, row by row (CSR order).
+
+    A key is ``gene * (COUNT_HISTOGRAM_BINS + 1) + min(count, COUNT_HISTOGRAM_BINS)``; one
+    ``bincount`` of a batch's keys is the per-gene histogram of its counts from which the
+    NB likelihood takes its ``lgamma`` terms (``models.distributions``; zeros that a CSR
+    matrix stores fall in bin 0, which it recomputes from the cells). Built once, they
+    spare every training step five passes over its dense batch (clamp, convert, check,
+    offset, count) and count only the non-zeros (10-30 % of single-cell counts).
+
+    Attributes:
+        indptr: ``(n_rows + 1,)`` int64 start of each row's keys.
+        keys: ``(nnz,)`` int32 keys.
+    """
+
+    indptr: torch.Tensor
+    keys: torch.Tensor
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray | sp.csr_matrix) -> CountKeys:
+        """The keys of integer counts (see ``counts_are_integers``), dense or CSR."""
+        if sp.issparse(matrix):
+            return cls(
+                torch.from_numpy(matrix.indptr.astype(np.int64, copy=False)),
+                torch.from_numpy(_histogram_keys(matrix.indices, matrix.data)),
+            )
+        blocks = [
+            sp.csr_matrix(matrix[start : start + CONVERSION_ROWS])
+            for start in range(0, matrix.shape[0], CONVERSION_ROWS)
+        ]
+        row_ends = [np.diff(block.indptr) for block in blocks]
+        indptr = np.concatenate([[0], np.cumsum(np.concatenate(row_ends or [[]]))])
+        keys = [_histogram_keys(block.indices, block.data) for block in blocks]
+        return cls(
+            torch.from_numpy(indptr.astype(np.int64)),
+            torch.from_numpy(np.concatenate(keys) if keys else np.empty(0, np.int32)),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes taken by both tensors."""
+        return _nbytes(self.indptr) + _nbytes(self.keys)
+
+    def to(self, device: torch.device, pin_memory: bool = False) -> CountKeys:
+        """A copy on ``device`` (page-locked on the CPU with ``pin_memory``)."""
+        moved = [tensor.to(device) for tensor in (self.indptr, self.keys)]
+        if pin_memory and device.type == "cpu":
+            moved = [tensor.pin_memory() for tensor in moved]
+        return CountKeys(*moved)
+
+    def gather(self, rows: torch.Tensor, pin_memory: bool = False) -> torch.Tensor:
+        """The keys of the given rows, concatenated in their order."""
+        positions = _csr_storage_positions(self.indptr, rows)[0]
+        return _index_select(self.keys, positions, pin_memory)
+
+    def range(self, start: int, stop: int) -> torch.Tensor:
+        """The keys of rows ``start:stop`` (a view)."""
+        return self.keys[int(self.indptr[start]) : int(self.indptr[stop])]
+
+
+def counts_are_integers(matrix: np.ndarray | sp.csr_matrix) -> bool:
+    """Whether every count is a whole number (checked in blocks: no full-size temporary)."""
+    values = (matrix.data if sp.issparse(matrix) else matrix).reshape(-1)
+    for start in range(0, values.size, CONVERSION_VALUES):
+        block = values[start : start + CONVERSION_VALUES]
+        if not np.array_equal(block, np.floor(block)):
+            return False
+    return True
+
+
+def _histogram_keys(genes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    keys = np.empty(counts.size, dtype=np.int32)
+    for start in range(0, counts.size, CONVERSION_VALUES):
+        stop = start + CONVERSION_VALUES
+        clamped = np.minimum(counts[start:stop], COUNT_HISTOGRAM_BINS).astype(np.int32)
+        keys[start:stop] = genes[start:stop] * np.int32(COUNT_HISTOGRAM_BINS + 1) + clamped
+    return keys
+
+
 @dataclass
 class CountsTensors:
     """A count matrix and its per-cell covariates as tensors, ready to be sliced by index.
@@ -302,6 +395,10 @@ class CountsTensors:
         rows: The row of ``counts`` of each cell, or ``None`` when they are the rows in
             order: a subset (the training cells, the validation cells) shares the count
             matrix of all cells instead of copying it (at a million cells, gigabytes).
+        integer_counts: Whether batches carry ``count_keys`` (integer counts, tensors
+            built for a likelihood).
+        count_keys: The histogram keys of dense ``counts``, row for row. Sparse counts
+            derive them from their CSR arrays batch by batch instead (no stored copy).
     """
 
     counts: torch.Tensor
@@ -315,6 +412,8 @@ class CountsTensors:
     obs_names: np.ndarray
     split: np.ndarray | None = None
     rows: torch.Tensor | None = None
+    integer_counts: bool = False
+    count_keys: CountKeys | None = None
 
     @classmethod
     def from_anndata(
@@ -349,9 +448,10 @@ class CountsTensors:
                 eighth of the machine's memory (``default_max_dense_bytes``).
             split_key: obs column with split labels, kept for ``subset("train")``.
             pin_memory: Page-lock CPU tensors (only with an accelerator present).
-            log_factorial: Precompute each cell's ``sum_g lgamma(counts + 1)``, the
-                likelihood's constant: training and reconstruction errors need it;
-                encoding cells does not (it took most of an embedding's time).
+            log_factorial: Precompute what the likelihood needs (each cell's
+                ``sum_g lgamma(counts + 1)``, its constant, and the ``count_keys`` of
+                integer counts): training and reconstruction errors need it; encoding
+                cells does not (it took most of an embedding's time).
 
         Returns:
             The tensors.
@@ -373,10 +473,10 @@ class CountsTensors:
         tech_codes = tech_encoder.codes(adata.obs)
         batch_index = tech_codes[:, 0] if tech_codes.shape[1] else np.zeros(adata.n_obs, np.int64)
         split = adata.obs[split_key].astype(str).to_numpy() if split_key in adata.obs else None
+        storage = choose_counts_format(matrix, counts_format, max_dense_bytes)
+        integer_counts = log_factorial and counts_are_integers(matrix)
         tensors = cls(
-            counts=_counts_tensor(
-                matrix, choose_counts_format(matrix, counts_format, max_dense_bytes)
-            ),
+            counts=_counts_tensor(matrix, storage),
             log_library=torch.from_numpy(np.log(library, dtype=np.float64)[:, None]).float(),
             log_factorial=torch.from_numpy(_log_factorial_sums(matrix)) if log_factorial else None,
             # Labels are optional: an unknown one is an all-zero block (an unlabelled cell).
@@ -387,6 +487,10 @@ class CountsTensors:
             tech_encoder=tech_encoder,
             obs_names=np.asarray(adata.obs_names),
             split=split,
+            integer_counts=integer_counts,
+            count_keys=(
+                CountKeys.from_matrix(matrix) if integer_counts and storage == "dense" else None
+            ),
         )
         return tensors.to(device, pin_memory=pin_memory)
 
@@ -413,7 +517,8 @@ class CountsTensors:
     @property
     def nbytes(self) -> int:
         """Bytes taken by all tensors."""
-        return sum(_nbytes(t) for t in self._tensors().values())
+        keys = 0 if self.count_keys is None else self.count_keys.nbytes
+        return keys + sum(_nbytes(t) for t in self._tensors().values())
 
     def __len__(self) -> int:
         return self.n_obs
@@ -455,6 +560,7 @@ class CountsTensors:
             bio=moved[BIO_KEY],
             tech=moved[TECH_KEY],
             batch_index=moved[BATCH_INDEX_KEY],
+            count_keys=None if self.count_keys is None else self.count_keys.to(device, pin_memory),
         )
 
     def subset(self, selection: str | Sequence[str] | np.ndarray | torch.Tensor) -> CountsTensors:
@@ -505,14 +611,18 @@ class CountsTensors:
                 for an asynchronous copy to an accelerator.
 
         Returns:
-            A batch dict with ``BATCH_KEYS``; counts are dense.
+            A batch dict with ``BATCH_KEYS`` (and ``count_keys``); counts are dense.
         """
         batch = self._gather_covariates(index, pin_memory)
         rows = self._stored_rows(index)
         if self.is_sparse:
-            batch[COUNTS_KEY] = _densify_csr_rows(self.counts, rows, pin_memory)
+            counts, keys = _densify_csr_rows(self.counts, rows, pin_memory, self.integer_counts)
+            batch[COUNTS_KEY] = counts
         else:
             batch[COUNTS_KEY] = _index_select(self.counts, rows, pin_memory)
+            keys = None if self.count_keys is None else self.count_keys.gather(rows, pin_memory)
+        if keys is not None:
+            batch[COUNT_KEYS_KEY] = keys
         return batch
 
     def dense_chunks(self, rows_per_chunk: int) -> Iterator[CountsTensors]:
@@ -530,7 +640,9 @@ class CountsTensors:
                 batch[COUNTS_KEY] = _dense_row_range(self.counts, start, stop)
             else:
                 batch = self.gather(index)
-            yield self._cells(batch, slice(start, stop), counts=batch[COUNTS_KEY], rows=None)
+            # Chunks serve encoding: without keys, a likelihood would count the dense rows.
+            chunk = {"counts": batch[COUNTS_KEY], "rows": None, "count_keys": None}
+            yield self._cells(batch, slice(start, stop), **chunk, integer_counts=False)
 
     def _cells(
         self, batch: dict[str, torch.Tensor], selection: np.ndarray | slice, **stored: Any
@@ -571,12 +683,15 @@ class CountsTensors:
             stop: One past the last row.
 
         Returns:
-            A batch dict with ``BATCH_KEYS``; counts are dense.
+            A batch dict with ``BATCH_KEYS`` (and ``count_keys``); counts are dense.
         """
         if self.is_sparse or self.rows is not None:
             index = torch.arange(start, stop, device=self.device)
             return self.gather(index)
-        return {name: tensor[start:stop] for name, tensor in self._tensors().items()}
+        batch = {name: tensor[start:stop] for name, tensor in self._tensors().items()}
+        if self.count_keys is not None:
+            batch[COUNT_KEYS_KEY] = self.count_keys.range(start, stop)
+        return batch
 
 
 def _resolve_encoders(
@@ -738,16 +853,25 @@ def _csr_tensor(
         return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
 
 
-def _csr_positions(
+def _csr_storage_positions(
     crow: torch.Tensor, index: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Output row and storage position of every non-zero of the selected CSR rows."""
+    """Storage position of every non-zero of the selected CSR rows, with the rows' lengths
+    and their total."""
     starts = crow.index_select(0, index)
     lengths = crow.index_select(0, index + 1) - starts
     total = int(lengths.sum())
     offsets = torch.cumsum(lengths, 0) - lengths
     positions = torch.repeat_interleave(starts - offsets, lengths, output_size=total)
     positions += torch.arange(total, device=crow.device)
+    return positions, lengths, total
+
+
+def _csr_positions(
+    crow: torch.Tensor, index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Output row and storage position of every non-zero of the selected CSR rows."""
+    positions, lengths, total = _csr_storage_positions(crow, index)
     rows = torch.repeat_interleave(
         torch.arange(index.numel(), device=crow.device), lengths, output_size=total
     )
@@ -776,13 +900,18 @@ def _dense_row_range(counts: torch.Tensor, start: int, stop: int) -> torch.Tenso
 
 
 def _densify_csr_rows(
-    counts: torch.Tensor, index: torch.Tensor, pin_memory: bool = False
-) -> torch.Tensor:
+    counts: torch.Tensor, index: torch.Tensor, pin_memory: bool = False, keys: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The selected rows dense, and with ``keys`` their non-zeros' histogram keys."""
     rows, positions, _ = _csr_positions(counts.crow_indices(), index)
     out = torch.zeros(index.numel(), counts.shape[1], device=counts.device, pin_memory=pin_memory)
-    columns = counts.col_indices().index_select(0, positions).long()
-    out.index_put_((rows, columns), counts.values().index_select(0, positions))
-    return out
+    genes = counts.col_indices().index_select(0, positions)
+    values = counts.values().index_select(0, positions)
+    out.index_put_((rows, genes.long()), values)
+    if not keys:
+        return out, None
+    clamped = values.clamp(max=COUNT_HISTOGRAM_BINS).to(torch.int32)
+    return out, genes.mul_(COUNT_HISTOGRAM_BINS + 1).add_(clamped)
 
 
 def _nbytes(tensor: torch.Tensor) -> int:

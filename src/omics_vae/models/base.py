@@ -155,7 +155,7 @@ class VAEModule(nn.Module):
         """NB log-likelihood of the batch's counts under the generative outputs.
 
         Args:
-            batch: The batch (``counts``, ``log_factorial``).
+            batch: The batch (``counts``, ``log_factorial``, ``count_keys`` if any).
             generative_outputs: ``px_logits``, ``log_library`` and ``log_theta``.
             reduction: ``"cell"``: ``(b,)`` per cell; ``"sum"``: the batch total, by a
                 faster route (see ``softmax_nb_log_likelihood``).
@@ -170,6 +170,7 @@ class VAEModule(nn.Module):
             generative_outputs["log_theta"],
             log_factorial=batch.get("log_factorial"),
             reduction=reduction,
+            count_keys=batch.get("count_keys"),
         )
 
     @classmethod

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import torch
 
+from omics_vae.data.tensors import COUNT_HISTOGRAM_BINS
+
 
 def negative_binomial_log_likelihood(
     x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8
@@ -43,11 +45,14 @@ def negative_binomial_log_likelihood(
 
 
 # Counts below this value enter ``log_rising_factorial_sum`` through a per-gene
-# histogram; larger ones (rare in single-cell data) are corrected one by one.
-RISING_FACTORIAL_TABLE = 32
+# histogram; larger ones (rare in single-cell data) are corrected one by one. The data
+# loader's ``count_keys`` are built for the same table.
+RISING_FACTORIAL_TABLE = COUNT_HISTOGRAM_BINS
 
 
-def log_rising_factorial_sum(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def log_rising_factorial_sum(
+    x: torch.Tensor, theta: torch.Tensor, count_keys: torch.Tensor | None = None
+) -> torch.Tensor:
     """``sum_{c,g} lgamma(x_cg + theta_g) - lgamma(theta_g)`` over a batch.
 
     This is the only part of the NB log-likelihood that needs ``lgamma`` per entry, and
@@ -62,25 +67,32 @@ def log_rising_factorial_sum(x: torch.Tensor, theta: torch.Tensor) -> torch.Tens
     Args:
         x: ``(b, g)`` non-negative counts.
         theta: ``(g,)`` inverse dispersions.
+        count_keys: The batch's ``count_keys`` (``omics_vae.data.tensors.CountKeys``):
+            the histogram is then counted from the non-zeros' precomputed keys; ``None``
+            builds it from ``x``.
 
     Returns:
         Scalar sum.
     """
     with torch.autocast(x.device.type, enabled=False):
-        return _log_rising_factorial_sum(x, theta)
+        return _log_rising_factorial_sum(x, theta, count_keys)
 
 
-def _log_rising_factorial_sum(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def _log_rising_factorial_sum(
+    x: torch.Tensor, theta: torch.Tensor, count_keys: torch.Tensor | None
+) -> torch.Tensor:
     table = RISING_FACTORIAL_TABLE
     n_cells, n_genes = x.shape
-    clamped = x.clamp(max=table)  # bin `table` collects every count >= table
-    keys = clamped.to(torch.int32)
-    if not _truncation_is_exact(clamped, keys):
-        return (torch.lgamma(x + theta) - torch.lgamma(theta)).sum()
-    offsets, steps = _histogram_offsets(n_genes, table, x.device)
-    keys += offsets
-    histogram = torch.bincount(keys.view(-1), minlength=n_genes * (table + 1))
-    histogram = histogram.view(n_genes, table + 1)
+    if count_keys is None:
+        histogram = _dense_histogram(x)
+        if histogram is None:
+            return (torch.lgamma(x + theta) - torch.lgamma(theta)).sum()
+    else:
+        histogram = torch.bincount(count_keys, minlength=n_genes * (table + 1))
+        histogram = histogram.view(n_genes, table + 1)
+        # The keys are the non-zeros': bin 0 holds the cells left.
+        histogram[:, 0] = n_cells - histogram[:, 1:].sum(dim=1)
+    steps = _histogram_offsets(n_genes, table, x.device)[1]
     # exceed[g, k] = number of cells with count > k, for k < table.
     exceed = n_cells - histogram[:, :table].cumsum(dim=1)
     total = torch.sum(exceed * torch.log(theta.unsqueeze(1) + steps.to(theta.dtype)))
@@ -93,6 +105,20 @@ def _log_rising_factorial_sum(x: torch.Tensor, theta: torch.Tensor) -> torch.Ten
         above = torch.lgamma(columns[rows, cols] + big_theta) - torch.lgamma(table + big_theta)
         total = total + above.sum()
     return total
+
+
+def _dense_histogram(x: torch.Tensor) -> torch.Tensor | None:
+    """``(g, table + 1)`` counts of each value per gene of a dense batch; ``None`` when a
+    count is not an integer."""
+    table = RISING_FACTORIAL_TABLE
+    n_genes = x.shape[1]
+    clamped = x.clamp(max=table)  # bin `table` collects every count >= table
+    keys = clamped.to(torch.int32)
+    if not _truncation_is_exact(clamped, keys):
+        return None
+    keys += _histogram_offsets(n_genes, table, x.device)[0]
+    histogram = torch.bincount(keys.view(-1), minlength=n_genes * (table + 1))
+    return histogram.view(n_genes, table + 1)
 
 
 @functools.cache
@@ -184,6 +210,7 @@ def softmax_nb_log_likelihood(
     *,
     log_factorial: torch.Tensor | None = None,
     reduction: Literal["cell", "sum"] = "cell",
+    count_keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """NB log-likelihood with means ``softmax(logits) * exp(log_library)``, the models' path.
 
@@ -201,6 +228,8 @@ def softmax_nb_log_likelihood(
         log_theta: ``(g,)`` log inverse dispersions.
         log_factorial: ``(b,)`` ``sum_g lgamma(x + 1)``; computed here when ``None``.
         reduction: ``"cell"`` for ``(b,)`` per-cell values, ``"sum"`` for their sum.
+        count_keys: The batch's precomputed histogram keys, for ``"sum"`` (see
+            ``log_rising_factorial_sum``).
 
     Returns:
         Per-cell log-likelihoods or their sum.
@@ -214,7 +243,7 @@ def softmax_nb_log_likelihood(
     decoder_terms = _SoftmaxNBTerms.apply(x, logits, log_library, log_theta)
     theta_terms = (theta * log_theta).sum()
     if reduction == "sum":
-        rising = log_rising_factorial_sum(x, theta)
+        rising = log_rising_factorial_sum(x, theta, count_keys)
         return decoder_terms.sum() + x.shape[0] * theta_terms + rising - log_factorial.sum()
     if reduction != "cell":
         raise ValueError(f"reduction must be 'cell' or 'sum', got {reduction!r}")
