@@ -166,6 +166,30 @@ def test_fit_warms_the_kl_weight_up_linearly_per_epoch(adata, tensors, tmp_path)
     assert build(InVAE, adata, beta_max=0.3, kl_warmup_epochs=4).kl_weight == 0.3
 
 
+def test_fit_clips_every_step_s_gradient_norm_when_asked(adata, tensors, tmp_path):
+    def gradient_norms(clip: float | None) -> list[float]:
+        norms = []
+
+        class Record(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+                norms.append(float(torch.linalg.vector_norm(torch.stack(
+                    [torch.linalg.vector_norm(g) for g in grads]))))  # fmt: skip
+
+        settings = FitSettings(
+            max_epochs=1, batch_size=64, early_stopping_patience=None,
+            enable_progress_bar=False, checkpoint_dir=str(tmp_path), gradient_clip_val=clip,
+        )  # fmt: skip
+        model = build(InVAE, adata)
+        fit(model, tensors.subset("train"), tensors.subset("val"), settings, [Record()])
+        return norms
+
+    assert min(gradient_norms(None)) > 1.0
+    clipped = gradient_norms(0.5)
+    assert clipped
+    assert max(clipped) <= 0.5 * (1 + 1e-5)
+
+
 @MODELS
 def test_get_latent_returns_posterior_means_in_eval_mode(model_class, adata, tensors):
     model = build(model_class, adata)

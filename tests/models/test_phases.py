@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import weakref
 from dataclasses import asdict
@@ -23,9 +24,11 @@ from omics_vae.models.phases import (
     SchedulerSpec,
     TrainingPlan,
     Until,
+    build_optimizer,
     check_plan,
     format_plan,
     kl_warmup,
+    regroup_optimizer_state,
 )
 from omics_vae.models.trainer import FitSettings, fit
 
@@ -222,7 +225,57 @@ def test_checkpoints_carry_the_plan_and_the_phase(adata, tmp_path):
     assert state["global_step"] == checkpoint["global_step"] == 4 * 5
     assert state["scheduler"]["last_epoch"] == 2
     (optimizer_state,) = checkpoint["optimizer_states"]
-    assert [group["name"] for group in optimizer_state["param_groups"]] == list(ALL_PARTS)
+    # Parts without their own settings share one parameter group.
+    assert [group["name"] for group in optimizer_state["param_groups"]] == ["+".join(ALL_PARTS)]
+
+
+def test_parts_share_a_parameter_group_unless_they_have_their_own_settings():
+    parameters = {name: [torch.nn.Parameter(torch.zeros(2))] for name in ALL_PARTS}
+    other = [torch.nn.Parameter(torch.zeros(1))]
+    spec = OptimizerSpec("adam", {"lr": 1e-3}, parts={"encoder": {"lr": 1e-4}})
+    optimizer = build_optimizer(spec, parameters, ("encoder", "decoder", "dispersion"), other)
+    groups = {group["name"]: group for group in optimizer.param_groups}
+    assert set(groups) == {"encoder", "decoder+dispersion+other"}
+    assert groups["encoder"]["lr"] == 1e-4
+    assert groups["decoder+dispersion+other"]["lr"] == 1e-3
+    assert groups["encoder"]["params"] == parameters["encoder"]
+    assert groups["decoder+dispersion+other"]["params"] == [
+        *parameters["decoder"],
+        *parameters["dispersion"],
+        *other,
+    ]
+
+
+def test_an_optimiser_state_saved_with_a_group_per_part_continues_in_shared_groups():
+    generator = torch.Generator().manual_seed(0)
+    names = ("encoder", "decoder", "dispersion")
+
+    def parameters() -> dict[str, list[torch.nn.Parameter]]:
+        generator.manual_seed(0)
+        return {n: [torch.nn.Parameter(torch.randn(3, generator=generator))] for n in names}
+
+    def step(optimizer: torch.optim.Optimizer, seed: int) -> None:
+        generator.manual_seed(seed)
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                parameter.grad = torch.randn(parameter.shape, generator=generator)
+        optimizer.step()
+
+    old_parameters, new_parameters = parameters(), parameters()
+    # How checkpoints were written before: one group per part.
+    old = torch.optim.Adam(
+        [{"params": old_parameters[n], "name": n} for n in names], lr=0.1, fused=True
+    )
+    step(old, 1)
+    new = build_optimizer(OptimizerSpec("adam", {"lr": 0.1}), new_parameters, names)
+    for n in names:
+        new_parameters[n][0].data.copy_(old_parameters[n][0].data)
+    saved = copy.deepcopy(old.state_dict())  # as read from a checkpoint: no shared moments
+    new.load_state_dict(regroup_optimizer_state(saved, [g["name"] for g in new.param_groups]))
+    step(old, 2)
+    step(new, 2)
+    for n in names:
+        torch.testing.assert_close(new_parameters[n][0], old_parameters[n][0], rtol=0, atol=0)
 
 
 def test_resuming_with_a_changed_plan_is_refused_unless_forced(adata, tmp_path):

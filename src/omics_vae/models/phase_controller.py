@@ -20,6 +20,7 @@ from omics_vae.models.phases import (
     build_optimizer,
     build_scheduler,
     describe_plan_change,
+    regroup_optimizer_state,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class PhaseController(Callback):
         self._plateau_best = math.inf
         self._plateau_wait = 0
         self._loaded: dict[str, Any] | None = None
+        self._loaded_optimizer_states: list[dict[str, Any]] | None = None
         self._settings_epoch: int | None = None
 
     @property
@@ -77,6 +79,10 @@ class PhaseController(Callback):
         # Applied in on_fit_start, once the plan has been compared.
         self._loaded = state_dict
 
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        # Lightning loads these into the optimiser after on_fit_start has built it.
+        self._loaded_optimizer_states = checkpoint.get("optimizer_states")
+
     def _current_epoch(self) -> int:
         return 0 if self._trainer is None else self._trainer.current_epoch
 
@@ -94,6 +100,10 @@ class PhaseController(Callback):
         self._enter_phase(trainer, pl_module)
         if scheduler_state is not None and self.scheduler is not None:
             self.scheduler.load_state_dict(scheduler_state)
+        if self._loaded_optimizer_states:
+            names = [group["name"] for group in trainer.optimizers[0].param_groups]
+            states = self._loaded_optimizer_states
+            states[0] = regroup_optimizer_state(states[0], names)
         logger.info(
             "Phase %d '%s' from epoch %d", self.phase_index, self.phase.name, trainer.current_epoch
         )

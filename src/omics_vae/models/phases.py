@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -453,7 +453,13 @@ def build_optimizer(
     trainable: tuple[str, ...],
     other_parameters: list[nn.Parameter] | None = None,
 ) -> torch.optim.Optimizer:
-    """The phase's optimiser: one parameter group per trainable part (named after it).
+    """The phase's optimiser: one parameter group per distinct setting of the trainable
+    parts, named after its parts (``encoder+decoder+dispersion``).
+
+    Parts without overrides share one group with the parameters outside every part: each
+    group costs the optimiser a separate pass per step (with three groups Adam took
+    ~0.25 ms more per step on a CPU core, 2-3 % of a 128-cell step), and the update of a
+    parameter does not depend on its group.
 
     Args:
         spec: The optimiser's name and arguments.
@@ -464,23 +470,63 @@ def build_optimizer(
     Returns:
         A torch optimiser.
     """
-    groups = [
-        {"params": list(part_parameters[name]), "name": name, **spec.parts.get(name, {})}
-        for name in trainable
-        if part_parameters[name]
-    ]
+    groups: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+
+    def add(name: str, parameters: list[nn.Parameter], overrides: Mapping[str, Any]) -> None:
+        group = groups.setdefault(
+            tuple(sorted(overrides.items())), {"params": [], "names": [], **overrides}
+        )
+        group["params"].extend(parameters)
+        group["names"].append(name)
+
+    for name in trainable:
+        if part_parameters[name]:
+            add(name, list(part_parameters[name]), spec.parts.get(name, {}))
     if other_parameters:
-        groups.append({"params": other_parameters, "name": "other"})
+        add("other", other_parameters, {})
+    param_groups = [
+        {**{k: v for k, v in group.items() if k != "names"}, "name": "+".join(group["names"])}
+        for group in groups.values()
+    ]
     args = dict(spec.args)
     if spec.name in _ADAM_LIKE:
         # The plain path's epsilon (scvi-tools'), and one fused kernel per step.
         args.setdefault("eps", ADAM_EPS)
-        devices = {p.device.type for group in groups for p in group["params"]}
+        devices = {p.device.type for group in param_groups for p in group["params"]}
         if "fused" not in args and devices <= set(_FUSED_DEVICES):
             args["fused"] = True
     import torch  # noqa: PLC0415  (see the module docstring)
 
-    return getattr(torch.optim, OPTIMIZERS[spec.name])(groups, **args)
+    return getattr(torch.optim, OPTIMIZERS[spec.name])(param_groups, **args)
+
+
+def regroup_optimizer_state(
+    state: Mapping[str, Any], group_names: Sequence[str]
+) -> Mapping[str, Any]:
+    """An optimiser state saved with other parameter groups, regrouped into groups of
+    these names (``build_optimizer``'s, parts joined by ``+``).
+
+    Checkpoints written before parts without their own settings shared one group hold a
+    group per part; their per-parameter state (Adam's moments) carries over unchanged, so
+    such a run resumes where it stopped. A state whose groups cannot be regrouped so is
+    returned as it is, for the optimiser to refuse.
+    """
+    saved = state["param_groups"]
+    if [group.get("name") for group in saved] == list(group_names):
+        return state
+    by_part = {part: group for group in saved for part in str(group.get("name")).split("+")}
+    parts_of = [name.split("+") for name in group_names]
+    if any(part not in by_part for parts in parts_of for part in parts):
+        return state
+    groups = [
+        {
+            **by_part[parts[0]],
+            "params": [index for part in parts for index in by_part[part]["params"]],
+            "name": name,
+        }
+        for name, parts in zip(group_names, parts_of, strict=True)
+    ]
+    return {**state, "param_groups": groups}
 
 
 def build_scheduler(

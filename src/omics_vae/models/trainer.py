@@ -260,6 +260,7 @@ def fit(
     """
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
+    model.gradient_clip_val = settings.gradient_clip_val
     L.seed_everything(settings.seed, workers=True, verbose=False)
     run_dir, resume_path = _run_dir_and_resume_path(settings)
     history = EpochHistoryLogger()
@@ -364,7 +365,6 @@ def _build_trainer(
         devices=settings.devices,
         precision=settings.precision,
         strategy=settings.strategy,
-        gradient_clip_val=settings.gradient_clip_val,
         deterministic=settings.deterministic,
         fast_dev_run=settings.fast_dev_run,
         enable_progress_bar=_show_progress_bar(settings.enable_progress_bar),
