@@ -322,8 +322,8 @@ class CountKeys:
             sp.csr_matrix(matrix[start : start + CONVERSION_ROWS])
             for start in range(0, matrix.shape[0], CONVERSION_ROWS)
         ]
-        row_ends = [np.diff(block.indptr) for block in blocks]
-        indptr = np.concatenate([[0], np.cumsum(np.concatenate(row_ends or [[]]))])
+        row_lengths = [np.diff(block.indptr) for block in blocks]
+        indptr = np.concatenate([[0], np.cumsum(np.concatenate(row_lengths or [[]]))])
         keys = [_histogram_keys(block.indices, block.data) for block in blocks]
         return cls(
             torch.from_numpy(indptr.astype(np.int64)),
