@@ -122,6 +122,13 @@ def wait_for_quiet(max_busy: float, max_wait_s: float) -> float:
     return busy
 
 
+def with_threads(threads: int, env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's environment) with every BLAS/OpenMP thread
+    count set to ``threads``, for a measured child process."""
+    variables = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    return {**(os.environ if env is None else env), **{v: str(threads) for v in variables}}
+
+
 def self_peak_rss_mib() -> float:
     """Peak resident memory of the calling process so far, in MiB (Linux units)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

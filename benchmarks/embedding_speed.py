@@ -38,7 +38,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import train_speed as ts
-from _common import RESULTS, machine_facts, markdown_table, run_measured, wait_for_quiet, write_csv
+from _common import (
+    RESULTS,
+    machine_facts,
+    markdown_table,
+    run_measured,
+    wait_for_quiet,
+    with_threads,
+    write_csv,
+)
 
 FRAMEWORKS = (
     "omics_vae:scvi_vae",
@@ -124,7 +132,7 @@ def measure(framework: str, data: Path, args: argparse.Namespace) -> dict[str, A
     command = [python, str(Path(__file__).resolve()), "--worker", framework, "--data",
                str(data), "--repeats", str(args.repeats), "--result", str(result)]  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.update({name: str(args.threads) for name in ts.THREAD_VARIABLES})
+    env = with_threads(args.threads, env)
     wait_for_quiet(args.max_busy, args.max_wait)
     log = args.workdir / "logs" / f"{framework.replace(':', '-')}-{data.stem}.log"
     report = run_measured(command, result, log, cwd=args.workdir, env=env).report

@@ -92,6 +92,7 @@ from _common import (
     markdown_table,
     run_measured,
     wait_for_quiet,
+    with_threads,
     write_csv,
 )
 
@@ -473,7 +474,7 @@ def train_scvi_tools(bench: Bench, seed: int) -> list[Run]:
     busy = wait_for_quiet(args.max_busy, args.max_wait)
     print(f"[{_clock()}] scvi-tools seed {seed}: SCVI {bench.max_epochs} epochs"
           + (", then SCANVI" if "scanvi" in args.methods else ""), flush=True)  # fmt: skip
-    env = {**os.environ, **{v: str(args.threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    env = with_threads(args.threads)
     measurement = run_measured(command, result, work / "logs" / f"scvi_tools_s{seed}.log", env=env)
     report = measurement.report
     for run, key in ((scvi, "scvi"), (scanvi, "scanvi")):

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -47,12 +46,12 @@ from _common import (
     machine_facts,
     markdown_table,
     run_measured,
+    with_threads,
     write_csv,
 )
 
 SCRIPT = Path(__file__).resolve()
 STAGES = ("data_processing", "training", "embedding")
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 BATCH_SIZE = 128
 
 
@@ -148,7 +147,7 @@ def _embedding_only(args: argparse.Namespace, project: Path, logs: Path) -> None
                 command = [args.scvi_python, str(SCRIPT), "--worker", "embed-scvi",
                            "--data", str(processed), "--result", str(result)]  # fmt: skip
             m = run_measured(command, result, logs / f"embed_{framework}.log",
-                             env={**os.environ, **ONE_THREAD})  # fmt: skip
+                             env=with_threads(1))  # fmt: skip
             speed = m.report["n_cells"] / m.report["encode_cpu_s"]
             rows.append({"framework": framework, "round": round_ + 1, **m.report,
                          "cells_per_cpu_s": speed})  # fmt: skip
@@ -181,7 +180,7 @@ def _kedro(project: Path, stage: str, logs: Path) -> dict[str, Any]:
     result = logs / f"{stage}.json"
     m = run_measured(
         [kedro, "run", "--pipelines", stage], result, logs / f"{stage}.log",
-        cwd=project, env={**os.environ, **ONE_THREAD},
+        cwd=project, env=with_threads(1),
     )  # fmt: skip
     row = {"stage": stage, "wall_s": m.wall_s, "cpu_s": m.cpu_s}
     row["peak_rss_gib"] = m.peak_rss_mib / 1024
@@ -241,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         m = run_measured(
             [args.scvi_python, str(SCRIPT), "--worker", "scvi", "--data", str(processed),
              "--result", str(result)],
-            result, logs / "scvi.log", env={**os.environ, **ONE_THREAD},
+            result, logs / "scvi.log", env=with_threads(1),
         )  # fmt: skip
         report = m.report
         rows.append({

@@ -48,16 +48,16 @@ from _common import (
     run_measured,
     self_peak_rss_mib,
     wait_for_quiet,
+    with_threads,
     write_csv,
     write_report,
 )
 
-SHARED_PBMC = Path("/work/shared/data/pbmc_3chem.h5ad")
+SHARED_PBMC = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbmc_3chem.h5ad"
 N_HIDDEN, N_LAYERS, N_LATENT, N_LATENT_TECH = 128, 2, 30, 5
 LEARNING_RATE, WEIGHT_DECAY = 1e-3, 1e-6
 VAL_FRACTION, SEED = 0.1, 0
 EVAL_BATCH = 1024
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -608,7 +608,7 @@ def _measure(
                            "epochs": f"{args.warmup_epochs}+{timed}"}  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
     if args.threads:
-        env.update({name: str(args.threads) for name in THREAD_VARIABLES})
+        env = with_threads(args.threads, env)
     busy = wait_for_quiet(args.max_busy, args.max_wait)
     load_before = os.getloadavg()[0]
     try:
