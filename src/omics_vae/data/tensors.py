@@ -316,7 +316,7 @@ class CountKeys:
         if sp.issparse(matrix):
             return cls(
                 torch.from_numpy(matrix.indptr.astype(np.int64, copy=False)),
-                torch.from_numpy(_histogram_keys(matrix.indices, matrix.data)),
+                torch.from_numpy(_blocked_histogram_keys(matrix.indices, matrix.data)),
             )
         blocks = [
             sp.csr_matrix(matrix[start : start + CONVERSION_ROWS])
@@ -324,7 +324,7 @@ class CountKeys:
         ]
         row_lengths = [np.diff(block.indptr) for block in blocks]
         indptr = np.concatenate([[0], np.cumsum(np.concatenate(row_lengths or [[]]))])
-        keys = [_histogram_keys(block.indices, block.data) for block in blocks]
+        keys = [_blocked_histogram_keys(block.indices, block.data) for block in blocks]
         return cls(
             torch.from_numpy(indptr.astype(np.int64)),
             torch.from_numpy(np.concatenate(keys) if keys else np.empty(0, np.int32)),
@@ -362,13 +362,23 @@ def counts_are_integers(matrix: np.ndarray | sp.csr_matrix) -> bool:
     return True
 
 
-def _histogram_keys(genes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def _blocked_histogram_keys(genes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``_histogram_keys`` of CSR arrays, in blocks (no full-size temporary)."""
     keys = np.empty(counts.size, dtype=np.int32)
     for start in range(0, counts.size, CONVERSION_VALUES):
         stop = start + CONVERSION_VALUES
-        clamped = np.minimum(counts[start:stop], COUNT_HISTOGRAM_BINS).astype(np.int32)
-        keys[start:stop] = genes[start:stop] * np.int32(COUNT_HISTOGRAM_BINS + 1) + clamped
+        block = _histogram_keys(
+            torch.from_numpy(genes[start:stop]), torch.from_numpy(counts[start:stop])
+        )
+        keys[start:stop] = block.numpy()
     return keys
+
+
+def _histogram_keys(genes: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``gene * (COUNT_HISTOGRAM_BINS + 1) + min(count, COUNT_HISTOGRAM_BINS)`` as int32,
+    for non-zero counts and their genes' columns."""
+    clamped = counts.clamp(max=COUNT_HISTOGRAM_BINS).to(torch.int32)
+    return genes.to(torch.int32).mul(COUNT_HISTOGRAM_BINS + 1).add_(clamped)
 
 
 @dataclass
@@ -908,10 +918,7 @@ def _densify_csr_rows(
     genes = counts.col_indices().index_select(0, positions)
     values = counts.values().index_select(0, positions)
     out.index_put_((rows, genes.long()), values)
-    if not keys:
-        return out, None
-    clamped = values.clamp(max=COUNT_HISTOGRAM_BINS).to(torch.int32)
-    return out, genes.mul_(COUNT_HISTOGRAM_BINS + 1).add_(clamped)
+    return out, _histogram_keys(genes, values) if keys else None
 
 
 def _nbytes(tensor: torch.Tensor) -> int:
